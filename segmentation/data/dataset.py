@@ -1,0 +1,103 @@
+"""The torch Dataset that turns image/label file pairs into training samples."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segmentation.data.io import read_rgb
+from segmentation.data.labels import LabelScheme
+from segmentation.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk and, when it has one, its label file.
+
+    name: the file's identifying prefix, e.g. "frankfurt_000000_000294" or "um_000012",
+        used to name exported predictions. group: the city (Cityscapes) or the road category
+        (KITTI um/umm/uu), used for per-group scores.
+    """
+
+    image_path: Path
+    label_path: Path | None
+    name: str
+    group: str
+
+
+class SegmentationDataset(Dataset):
+    """Samples -> dict(image (3, H, W) float32 normalized, target (H, W) uint8, index int).
+
+    read_label: reads a label file into stored values (Cityscapes label ids, KITTI colour
+        codes), which `scheme` maps to class indices or IGNORE_INDEX (see labels.py).
+    transform: an albumentations pipeline applied as `transform(image=..., mask=...)`; it
+        must end with normalization and leave HWC float32 images.
+    Unlabeled samples (label_path None) give no "target".
+
+    An item may be an index or an (index, seed) pair: with a seed, the random augmentations of
+    that sample are a pure function of it, so that a run reproduces exactly whatever the number
+    of DataLoader workers, and a resumed run continues where it stopped (see sampler.py).
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        scheme: LabelScheme,
+        transform: A.Compose,
+        read_label: Callable[[Path], np.ndarray],
+    ) -> None:
+        self.samples = samples
+        self.scheme = scheme
+        self.transform = transform
+        self.read_label = read_label
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            self.transform.set_random_seed(seed)
+        sample = self.samples[index]
+        image = read_rgb(sample.image_path)
+        if sample.label_path is None:
+            transformed = self.transform(image=image)
+            return {"image": _to_chw_tensor(transformed["image"]), "index": index}
+        stored = self.read_label(sample.label_path)
+        if stored.shape[:2] != image.shape[:2]:
+            raise UserError(
+                f"label {sample.label_path} is {stored.shape[1]}x{stored.shape[0]} but its image "
+                f"is {image.shape[1]}x{image.shape[0]}: the pair does not belong together"
+            )
+        transformed = self.transform(image=image, mask=stored)
+        # Nearest-neighbour geometry commutes with the lookup table, so mapping the smaller,
+        # transformed label costs less than mapping the full-size file.
+        stored = transformed["mask"]
+        unknown = self.scheme.count_unknown(stored)
+        if unknown:
+            logger.warning(
+                "%s: %d pixels hold label values outside the '%s' scheme; they are ignored",
+                sample.label_path,
+                unknown,
+                self.scheme.name,
+            )
+        target = self.scheme.encode(np.ascontiguousarray(stored))
+        return {
+            "image": _to_chw_tensor(transformed["image"]),
+            "target": torch.from_numpy(target),
+            "index": index,
+        }
+
+
+def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float32 -> (3, H, W) contiguous tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

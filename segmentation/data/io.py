@@ -1,0 +1,48 @@
+"""Reading images and label maps from disk, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segmentation.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def _read(path: Path, flags: int) -> np.ndarray:
+    # cv2.imread returns None for missing, truncated and undecodable files alike.
+    array = cv2.imread(str(path), flags)
+    if array is None:
+        if not Path(path).is_file():
+            raise UserError(f"file not found: {path}")
+        raise UserError(f"cannot read image {path}: the file is corrupt or not an image")
+    return array
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB."""
+    bgr = _read(path, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_label_ids(path: Path) -> np.ndarray:
+    """A single-channel 8-bit label PNG (e.g. Cityscapes *_labelIds.png) -> (H, W) uint8."""
+    label = _read(path, cv2.IMREAD_UNCHANGED)
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise UserError(
+            f"label file {path} is not a single-channel 8-bit image "
+            f"(found shape {label.shape}, {label.dtype}): use the *_labelIds.png files"
+        )
+    return label
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write (H, W) or (H, W, 3) RGB uint8 as PNG, creating the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), array):
+        raise UserError(f"cannot write {path}: check that the folder is writable")

@@ -1,0 +1,94 @@
+"""Albumentations pipelines for training and evaluation.
+
+Geometry first, at the cost of one resize: the random crop is cut from the full frame and
+resized straight to the training size, so flips, colour changes and normalization touch only
+training-size pixels. Labels are always resized with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> A.Normalize:
+    return A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)
+
+
+def weather_transforms() -> list[A.BasicTransform]:
+    """The optional "hard" augmentations: fog, rain, snow, sun flare or shadow."""
+    return [
+        A.OneOf(
+            [
+                A.RandomFog(fog_coef_range=(0.1, 0.4), alpha_coef=0.08),
+                A.RandomRain(rain_type="drizzle", brightness_coefficient=0.9),
+                A.RandomSnow(snow_point_range=(0.1, 0.3), brightness_coeff=2.0),
+                A.RandomSunFlare(flare_roi=(0.0, 0.0, 1.0, 0.5), src_radius=100),
+                A.RandomShadow(shadow_roi=(0.0, 0.5, 1.0, 1.0)),
+            ],
+            p=0.3,
+        )
+    ]
+
+
+def training_transform(
+    height: int,
+    width: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    *,
+    crop_scale: tuple[float, float] = (0.81, 1.0),
+    hflip: float = 0.5,
+    color: float = 0.5,
+    weather: bool = False,
+) -> A.Compose:
+    """The seed's augmentations: a random crop of about 0.9 of the frame's side (0.81 of its
+    area), resized to height x width; a horizontal flip; one of brightness/contrast or gamma;
+    optionally weather; then normalization. Output: image (H, W, 3) float32, mask (H, W)."""
+    aspect = width / height
+    pipeline = [
+        A.RandomResizedCrop(
+            size=(height, width),
+            scale=crop_scale,
+            ratio=(aspect, aspect),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+        ),
+        A.HorizontalFlip(p=hflip),
+        A.OneOf(
+            [
+                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=1.0),
+                A.RandomGamma(gamma_limit=(80, 120), p=1.0),
+            ],
+            p=color,
+        ),
+    ]
+    if weather:
+        pipeline += weather_transforms()
+    pipeline.append(_normalize(mean, std))
+    return A.Compose(pipeline)
+
+
+def evaluation_transform(
+    height: int,
+    width: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> A.Compose:
+    """Resize to height x width (labels with nearest neighbour) and normalize."""
+    return A.Compose(
+        [
+            A.Resize(
+                height,
+                width,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+            ),
+            _normalize(mean, std),
+        ]
+    )
