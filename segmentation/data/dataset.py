@@ -73,11 +73,7 @@ class SegmentationDataset(Dataset):
             transformed = self.transform(image=image)
             return {"image": _to_chw_tensor(transformed["image"]), "index": index}
         stored = self.read_label(sample.label_path)
-        if stored.shape[:2] != image.shape[:2]:
-            raise UserError(
-                f"label {sample.label_path} is {stored.shape[1]}x{stored.shape[0]} but its image "
-                f"is {image.shape[1]}x{image.shape[0]}: the pair does not belong together"
-            )
+        _check_same_size(sample, stored, image)
         transformed = self.transform(image=image, mask=stored)
         # Nearest-neighbour geometry commutes with the lookup table, so mapping the smaller,
         # transformed label costs less than mapping the full-size file.
@@ -98,6 +94,55 @@ class SegmentationDataset(Dataset):
         }
 
 
+def _check_same_size(sample: Sample, stored: np.ndarray, image: np.ndarray) -> None:
+    if stored.shape[:2] != image.shape[:2]:
+        raise UserError(
+            f"label {sample.label_path} is {stored.shape[1]}x{stored.shape[0]} but its image "
+            f"is {image.shape[1]}x{image.shape[0]}: the pair does not belong together"
+        )
+
+
 def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float32 -> (3, H, W) contiguous tensor."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class FullResolutionDataset(Dataset):
+    """Samples as stored, for evaluation and inference at the labels' own resolution:
+    dict(image (3, H, W) uint8 RGB, stored (H, W) uint8 label values when labelled, index).
+
+    Normalization and resizing happen on the model's device, where they are cheap.
+    """
+
+    def __init__(
+        self, samples: list[Sample], read_label: Callable[[Path], np.ndarray] | None = None
+    ) -> None:
+        self.samples = samples
+        self.read_label = read_label
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image = read_rgb(sample.image_path)
+        item = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))}
+        item["index"] = index
+        if sample.label_path is not None and self.read_label is not None:
+            stored = self.read_label(sample.label_path)
+            _check_same_size(sample, stored, image)
+            item["stored"] = torch.from_numpy(stored)
+        return item
+
+
+def collate_list(items: list[dict]) -> dict:
+    """Batch as lists: full-resolution images may differ in size (KITTI)."""
+    return {key: [item[key] for item in items] for key in items[0]}
+
+
+def size_groups(images: list[torch.Tensor]) -> list[list[int]]:
+    """Positions of equally sized images, so that each group stacks into one batch."""
+    groups: dict[tuple, list[int]] = {}
+    for position, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(position)
+    return list(groups.values())

@@ -100,6 +100,8 @@ def _split_train_val(samples: list[Sample], split: str, val_fraction: float) -> 
         # A fixed seed and a sorted list: the same validation images on every machine.
         random.Random(f"kitti-{category}").shuffle(members)
         n_val = round(len(members) * val_fraction)
+        if val_fraction > 0 and len(members) > 1:
+            n_val = min(max(n_val, 1), len(members) - 1)  # small sets keep both sides
         chosen += members[:n_val] if split == "val" else members[n_val:]
     if not chosen:
         raise UserError(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segmentation.config import Config, config_from_dict, config_to_dict, save_config
+from segmentation.config import Config, config_to_dict, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
 from segmentation.data.labels import LabelScheme
@@ -24,47 +24,15 @@ from segmentation.engine.distributed import (
     setup_distributed,
 )
 from segmentation.engine.optim import build_optimizer, build_scheduler, steps_per_iteration
+from segmentation.engine.restore import check_compatible, model_from_config
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.trainer import StopRequest, Trainer, TrainState
 from segmentation.engine.validate import validate_config
 from segmentation.errors import UserError
-from segmentation.losses import build_loss, class_weights_from_pixel_counts, loss_head
-from segmentation.models import build_model, encoder_normalization
+from segmentation.losses import build_loss, class_weights_from_pixel_counts
+from segmentation.models import encoder_normalization
 from segmentation.visualize import denormalize, overlay
-
-
-def model_from_config(config: Config, scheme: LabelScheme, pretrained: str | None) -> nn.Module:
-    head = loss_head(config.loss.name)
-    return build_model(
-        config.model.arch,
-        config.model.backbone,
-        scheme.num_outputs(head),
-        pretrained=pretrained,
-        **config.model.options,
-    )
-
-
-def check_compatible(found: dict, expected: Config, path: Path) -> None:
-    """A checkpoint's model must match the configured one: name the differences."""
-    found_config = config_from_dict(found["config"])
-    pairs = {
-        "model.arch": (expected.model.arch, found_config.model.arch),
-        "model.backbone": (expected.model.backbone, found_config.model.backbone),
-        "classes": (list(scheme_for(expected.data).class_names), list(found["class_names"])),
-        "loss head": (loss_head(expected.loss.name), loss_head(found_config.loss.name)),
-        "model.options": (expected.model.options, found_config.model.options),
-    }
-    differences = [
-        f"{key}: expected {want}, found {have}"
-        for key, (want, have) in pairs.items()
-        if want != have
-    ]
-    if differences:
-        raise UserError(
-            f"checkpoint {path} does not fit this model ({'; '.join(differences)}): use a "
-            "checkpoint of the same architecture and classes, or change the config to match"
-        )
 
 
 def _make_loader(dataset, sampler, batch_size, workers, device, drop_last) -> DataLoader:

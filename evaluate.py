@@ -1,0 +1,138 @@
+"""Score a checkpoint with the official protocols, at the labels' full resolution.
+
+    python evaluate.py --checkpoint runs/demo/best.pt
+    python evaluate.py --checkpoint best.pt --data-root /data/cityscapes --tta multiscale \\
+        --export-dir preds --output-json val.json
+
+The checkpoint carries its config (dataset, labels, model): no config file is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from segmentation.cli import run_guarded, setup_logging
+from segmentation.errors import UserError
+from segmentation.predict import MERGES, TTA_MODES, parse_scales
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
+    parser.add_argument("--data-root", help="dataset root (default: the one trained on)")
+    parser.add_argument("--split", default="val", help="val (default), train or test")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none")
+    parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
+    parser.add_argument("--merge", choices=MERGES, default="mean", help="how TTA views merge")
+    parser.add_argument(
+        "--sliding-window",
+        action="store_true",
+        help="predict at full resolution in windows of the training size",
+    )
+    parser.add_argument(
+        "--drop-clusters",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give regions smaller than NxN pixels their next most likely class",
+    )
+    parser.add_argument("--export-dir", type=Path, help="write predictions here (must be new)")
+    parser.add_argument("--export-color", action="store_true", help="also export colour PNGs")
+    parser.add_argument("--output-json", type=Path, help="write the scores as JSON")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def format_table(results: dict) -> str:
+    """The per-class table, the means, and the official scores of the protocol."""
+    lines = [f"{'class':<20} {'IoU':>7} {'Dice':>7}"]
+
+    def number(value) -> str:
+        return f"{value:7.4f}" if value is not None else f"{'-':>7}"
+
+    for name, scores in results["per_class"].items():
+        lines.append(f"{name:<20} {number(scores['iou'])} {number(scores['dice'])}")
+    lines.append(f"{'mean':<20} {number(results['mIoU'])} {number(results['mDice'])}")
+    lines.append(f"{'pixel accuracy':<20} {number(results['pixel_accuracy'])}")
+    official = results.get("cityscapes")
+    if official:
+        # The class score means something only for schemes that predict the 19 classes.
+        if results["labels"] in ("classes", "official"):
+            lines.append(
+                f"Cityscapes official IoU class    {number(official['averageScoreClasses'])}"
+            )
+        lines.append(
+            f"Cityscapes official IoU category {number(official['averageScoreCategories'])}"
+        )
+    road = results.get("kitti_road")
+    if road:
+        keys = ["MaxF", "AP", "PRE", "REC", "FPR", "FNR"]
+        lines.append(f"{'KITTI road':<10} " + " ".join(f"{key:>7}" for key in keys))
+        for category, scores in road.items():
+            lines.append(f"{category:<10} " + " ".join(number(scores[key]) for key in keys))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def run() -> None:
+        from segmentation.data.build import find_samples, label_reader
+        from segmentation.engine.distributed import resolve_device
+        from segmentation.engine.restore import load_trained_model
+        from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
+
+        if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
+            raise UserError(
+                "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
+            )
+        if args.export_dir and args.export_dir.exists() and any(args.export_dir.iterdir()):
+            raise UserError(
+                f"export directory {args.export_dir} is not empty: choose a new --export-dir "
+                "(old predictions there would be scored too)"
+            )
+        trained = load_trained_model(args.checkpoint, resolve_device(args.device))
+        data_config = trained.config.data
+        if args.data_root:
+            data_config = dataclasses.replace(data_config, root=args.data_root)
+        samples = find_samples(data_config, args.split)
+        if all(sample.label_path is None for sample in samples):
+            raise UserError(f"the {args.split} split has no labels to score: use inference.py")
+        options = EvaluationOptions(
+            tta=args.tta,
+            scales=parse_scales(args.scales),
+            merge=args.merge,
+            sliding_window=args.sliding_window,
+            drop_clusters=args.drop_clusters,
+            export_dir=args.export_dir,
+            export_color=args.export_color,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
+        results = Evaluator(trained, options).run(samples, label_reader(data_config.dataset))
+        results["split"] = args.split
+        print(format_table(results))
+        if args.output_json:
+            args.output_json.parent.mkdir(parents=True, exist_ok=True)
+            args.output_json.write_text(json.dumps(results, indent=2) + "\n")
+            print(f"scores written to {args.output_json}")
+        if args.export_dir and trained.scheme.dataset == "cityscapes":
+            print(
+                f"label-id predictions in {args.export_dir / 'labelIds'}: the official evaluator "
+                f"reads them with CITYSCAPES_RESULTS={args.export_dir / 'labelIds'}"
+            )
+
+    return run_guarded(run, debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

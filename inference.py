@@ -1,0 +1,98 @@
+"""Render a model's predictions over frames: overlays, colour masks, label-id PNGs.
+
+    python inference.py --checkpoint runs/demo/best.pt \\
+        --input data/sample_cityscapes/leftImg8bit/demoVideo/stuttgart_00 --output renders/s00
+    python inference.py --checkpoint best.pt --input 'frames/*.png' --output out --save color
+    python inference.py --checkpoint best.pt --input drive.mp4 --output out
+    python inference.py --checkpoint best.pt --export-onnx model.onnx
+
+One PNG per frame and kind, named after the input (stuttgart_00_000000_000001_leftImg8bit.png
+-> stuttgart_00_000000_000001_overlay.png). Frames already rendered are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from segmentation.cli import run_guarded, setup_logging
+from segmentation.errors import UserError
+from segmentation.predict import MERGES, TTA_MODES, parse_scales
+from segmentation.render import SAVE_KINDS
+
+logger = logging.getLogger("segmentation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
+    parser.add_argument("--input", help="a folder of frames, a quoted glob pattern, or a video")
+    parser.add_argument("--output", type=Path, help="folder for the rendered PNGs")
+    parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["overlay"])
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none")
+    parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
+    parser.add_argument("--merge", choices=MERGES, default="mean")
+    parser.add_argument("--drop-clusters", type=int, default=0, metavar="N")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="frame-decoding processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--overwrite", action="store_true", help="render frames already done")
+    parser.add_argument("--export-onnx", type=Path, metavar="FILE", help="write an ONNX model")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def run() -> None:
+        from segmentation.engine.distributed import resolve_device
+        from segmentation.engine.restore import load_trained_model
+        from segmentation.render import Renderer, RenderOptions
+
+        if not args.export_onnx and not (args.input and args.output):
+            raise UserError("give --input and --output to render frames, or --export-onnx FILE")
+        if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
+            raise UserError(
+                "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
+            )
+        device = resolve_device("cpu" if args.export_onnx else args.device)
+        trained = load_trained_model(args.checkpoint, device)
+        if args.export_onnx:
+            from segmentation.export import export_onnx
+
+            export_onnx(trained, args.export_onnx)
+            print(f"wrote {args.export_onnx}")
+            if not args.input:
+                return
+        options = RenderOptions(
+            save=args.save,
+            alpha=args.alpha,
+            tta=args.tta,
+            scales=parse_scales(args.scales),
+            merge=args.merge,
+            drop_clusters=args.drop_clusters,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            overwrite=args.overwrite,
+        )
+        report = Renderer(trained, options).run(args.input, args.output)
+        print(
+            f"rendered {report.rendered} frames to {args.output} "
+            f"({report.frames_per_second:.1f} frames/s); {report.skipped_done} already done"
+        )
+        if report.unreadable:
+            print(f"{len(report.unreadable)} unreadable frame(s) skipped:")
+            for line in report.unreadable:
+                print(f"  {line}")
+
+    return run_guarded(run, debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Unlabeled frames for inference: a folder of images, a glob pattern, or a video file."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from segmentation.data.io import IMAGE_SUFFIXES, read_rgb
+from segmentation.errors import UserError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+# Dataset suffixes dropped from output names: stuttgart_00_000000_000001_leftImg8bit.png
+# renders as stuttgart_00_000000_000001_overlay.png.
+_NAME_SUFFIXES = ("_leftImg8bit",)
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str  # output name prefix, sortable like the input
+    path: Path | None  # None for video frames
+
+
+def frame_name(path: Path) -> str:
+    stem = path.stem
+    for suffix in _NAME_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def is_video(source: str) -> bool:
+    return Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def find_frames(source: str) -> list[Frame]:
+    """Image files of a folder (sorted; not its subfolders) or of a glob pattern."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        where = f"folder {path}"
+    elif any(char in source for char in "*?["):
+        files = sorted(Path(p) for p in glob.glob(source) if p.lower().endswith(IMAGE_SUFFIXES))
+        where = f"pattern {source}"
+    else:
+        raise UserError(
+            f"--input {source} is neither a folder, a glob pattern nor a video "
+            f"({', '.join(VIDEO_SUFFIXES)}): check the path"
+        )
+    if not files:
+        raise UserError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}: point --input at the frames"
+        )
+    names = [frame_name(file) for file in files]
+    if len(set(names)) != len(names):
+        raise UserError(f"frames in {where} share names after their suffix is dropped")
+    return [Frame(name, file) for name, file in zip(names, files)]
+
+
+def _item(index: int, image: np.ndarray | None, error: str = "") -> dict:
+    tensor = (
+        None if image is None else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    )
+    return {"index": index, "image": tensor, "error": error}
+
+
+class FrameFiles(Dataset):
+    """Image files -> dict(index, image (3, H, W) uint8 RGB or None, error). An unreadable
+    file gives image None and the reason, so that one bad frame does not end a long render."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return _item(index, read_rgb(self.frames[index].path))
+        except UserError as error:
+            return _item(index, None, str(error))
+
+
+class VideoFrames(IterableDataset):
+    """The frames of a video file, decoded in order by one worker (or the main process)."""
+
+    def __init__(self, path: Path, skip: set[int] | None = None) -> None:
+        self.path = Path(path)
+        self.skip = skip or set()
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise UserError(f"cannot open video {path}: the file is missing or not a video")
+        self.count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is not None and info.id > 0:
+            return  # a video decodes sequentially: one worker does it all
+        capture = cv2.VideoCapture(str(self.path))
+        index = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                if index not in self.skip:
+                    yield _item(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index += 1
+        finally:
+            capture.release()
+
+
+def video_frame_names(path: Path, count: int) -> list[Frame]:
+    stem = Path(path).stem
+    return [Frame(f"{stem}_{index:06d}", None) for index in range(count)]

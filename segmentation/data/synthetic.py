@@ -1,0 +1,423 @@
+"""Sample data: small synthetic street scenes in the exact Cityscapes and KITTI road layouts.
+
+The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
+people, poles, signs and lights), painted in the Cityscapes class colours with texture, lighting
+and noise, so a small network learns them quickly but not trivially. Everything follows from
+``seed``: the same arguments give byte-identical files.
+
+    python -m segmentation.data.synthetic cityscapes DIR [--height 128 --width 256 ...]
+    python -m segmentation.data.synthetic kitti DIR [--scale 0.25 ...]
+
+File names and folders follow /work/shared/spec/DATASETS.md (and the real datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from cityscapesscripts.helpers.labels import id2label, labels
+
+from segmentation.data.synthetic_layout import sample_world
+from segmentation.data.synthetic_render import Camera, finish_image
+from segmentation.data.synthetic_street import make_camera, render_world
+from segmentation.data.synthetic_world import CITYSCAPES, FEATURES, KITTI, ROAD
+from segmentation.errors import UserError
+
+# Cities of each split. The seed project held out ulm, bremen and aachen of the train cities as
+# its validation set; hamburg and zurich then stay for training.
+CITIES = {
+    "train": ("aachen", "bremen", "hamburg", "ulm", "zurich"),
+    "val": ("frankfurt", "lindau", "munster"),
+    "test": ("berlin", "bielefeld"),
+}
+TRAIN_EXTRA_CITIES = ("augsburg", "bad-honnef")
+VIDEO_SEQUENCES = ("stuttgart_00", "stuttgart_01", "stuttgart_02")
+KITTI_CATEGORIES = ("um", "umm", "uu")
+# Image sizes (height, width) of KITTI road, before --scale.
+KITTI_SIZES = ((370, 1224), (374, 1238), (375, 1242), (376, 1241))
+_FRAME = 19  # Cityscapes' annotated frame is the 20th of each snippet: city_000123_000019
+
+_COLOURS = np.zeros((256, 3), np.uint8)
+for _label in labels:
+    if _label.id >= 0:
+        _COLOURS[_label.id] = _label.color
+
+
+@dataclass
+class Summary:
+    """What a generator wrote: image counts per split (or category) and the number of files."""
+
+    dataset: str
+    root: Path
+    images: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{name} {n}" for name, n in self.images.items())
+        return (
+            f"wrote {self.files} files of a synthetic {self.dataset} tree to {self.root} ({counts})"
+        )
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    """One generator per image, from the seed and the image's name: images do not depend on
+    each other, so changing one count leaves the other images as they were."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+def _prepare_root(root, overwrite: bool) -> Path:
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} exists and is not a folder: choose another output folder")
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise UserError(
+            f"{root} is not empty: choose a new folder, or pass --overwrite to write over "
+            "the files there (nothing is deleted)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 0:
+            raise UserError(f"{name} must be 0 or more, got {value}")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write an image given in RGB(A) order (cv2 stores BGR) or a single channel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 3:
+        image = image[..., [2, 1, 0, 3][: image.shape[2]]]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
+        raise UserError(f"could not write {path}: check the folder is writable and has space")
+
+
+def _write_polygons(path: Path, height: int, width: int, objects: list[dict]) -> None:
+    """The Cityscapes polygons JSON, one object per line (json's indent is slow on big files)."""
+    lines = ",\n".join("        " + json.dumps(o, separators=(", ", ": ")) for o in objects)
+    text = f'{{\n    "imgHeight": {height},\n    "imgWidth": {width},\n    "objects": [\n'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + lines + ("\n" if lines else "") + "    ]\n}\n")
+
+
+def label_polygons(instance_ids: np.ndarray, tolerance: float = 0.7) -> list[dict]:
+    """Cityscapes polygon objects that redraw an instanceIds map when filled in order.
+
+    One polygon per connected region of each instance (or each label, for classes without
+    instances), largest first, so smaller regions inside larger ones are drawn over them.
+    """
+    objects = []
+    for value in np.unique(instance_ids):
+        label_id = int(value // 1000 if value >= 1000 else value)
+        if label_id == 0:
+            continue
+        mask = (instance_ids == value).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            approx = cv2.approxPolyDP(contour, tolerance, True)
+            points = (approx if len(approx) >= 3 else contour).reshape(-1, 2)
+            if len(points) < 3:  # a region one pixel thin: a degenerate polygon draws it
+                points = np.resize(points, (3, 2))
+            objects.append((cv2.contourArea(contour), id2label[label_id].name, points.tolist()))
+    objects.sort(key=lambda o: -o[0])
+    return [{"label": name, "polygon": points} for _, name, points in objects]
+
+
+def coarse_labels(label_ids: np.ndarray, margin: int) -> tuple[np.ndarray, list[dict]]:
+    """A coarse annotation of a fine one: regions shrunk by ``margin`` pixels (the boundaries
+    become 0 = unlabeled) and outlined by rough polygons; thin or small regions are dropped."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    objects = []
+    for value in np.unique(label_ids):
+        if value == 0:
+            continue
+        inner = cv2.erode((label_ids == value).astype(np.uint8), kernel)
+        contours, _ = cv2.findContours(inner, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            area = cv2.contourArea(contour)
+            approx = cv2.approxPolyDP(contour, float(margin), True)
+            if area >= 4 * margin * margin and len(approx) >= 3:
+                objects.append((area, int(value), approx.reshape(-1, 2)))
+    objects.sort(key=lambda o: -o[0])
+    coarse = np.zeros_like(label_ids)
+    for _, value, points in objects:
+        cv2.fillPoly(coarse, [points.astype(np.int32)], int(value))
+    polygons = [{"label": id2label[v].name, "polygon": p.tolist()} for _, v, p in objects]
+    return coarse, polygons
+
+
+def _write_annotation(stem: Path, kind: str, label_ids, instance_ids, polygons) -> int:
+    """Write stem_{kind}_labelIds/color/instanceIds.png and stem_{kind}_polygons.json."""
+    h, w = label_ids.shape
+    colour = np.concatenate([_COLOURS[label_ids], np.full((h, w, 1), 255, np.uint8)], axis=2)
+    # The official color files are RGBA (cityscapesscripts' json2labelImg), opaque.
+    _write_png(stem.with_name(f"{stem.name}_{kind}_labelIds.png"), label_ids)
+    _write_png(stem.with_name(f"{stem.name}_{kind}_color.png"), colour)
+    _write_png(
+        stem.with_name(f"{stem.name}_{kind}_instanceIds.png"), instance_ids.astype(np.uint16)
+    )
+    _write_polygons(stem.with_name(f"{stem.name}_{kind}_polygons.json"), h, w, polygons)
+    return 4
+
+
+def _render(world, camera: Camera, rng, frame: int = 0):
+    canvas = render_world(world, camera, frame)
+    return finish_image(canvas.rgb, rng, camera.height), canvas
+
+
+def generate_cityscapes(
+    root,
+    *,
+    height: int = 128,
+    width: int = 256,
+    train_per_city: int = 8,
+    val_per_city: int = 4,
+    test_per_city: int = 2,
+    video_frames: int = 12,
+    coarse: int = 0,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Summary:
+    """Write a synthetic Cityscapes tree under ``root`` (see the module docstring).
+
+    leftImg8bit/{train,val,test}/{city}/ images with gtFine/ labelIds, color (RGBA),
+    instanceIds (16-bit) and polygons; test labels are all zero like the real test set.
+    ``video_frames`` frames per demoVideo sequence (stuttgart_00..02, frames from 1).
+    ``coarse`` > 0 adds gtCoarse/ for train and val, and that many train_extra images per
+    train_extra city (with gtCoarse only). Writing into a non-empty ``root`` needs ``overwrite``.
+    """
+    if height < 32 or width < 32:
+        raise UserError(f"images must be at least 32x32 pixels, got {height}x{width}")
+    _check_counts(
+        train_per_city=train_per_city,
+        val_per_city=val_per_city,
+        test_per_city=test_per_city,
+        video_frames=video_frames,
+        coarse=coarse,
+        seed=seed,
+    )
+    root = _prepare_root(root, overwrite)
+    summary = Summary("Cityscapes", root)
+    margin = max(1, round(height / 64))
+    per_city = {"train": train_per_city, "val": val_per_city, "test": test_per_city}
+    extra = {"train_extra": coarse} if coarse else {}
+    for split in (*CITIES, *extra):
+        cities = TRAIN_EXTRA_CITIES if split == "train_extra" else CITIES[split]
+        count = extra.get(split, per_city.get(split, 0))
+        summary.images[split] = len(cities) * count
+        for c, city in enumerate(cities):
+            for i in range(count):
+                name = f"{city}_{i:06d}_{_FRAME:06d}"
+                rng = _rng(seed, f"cityscapes/{split}/{name}")
+                # Cycle the rarer classes through the images so every city has each of them.
+                world = sample_world(rng, CITYSCAPES, FEATURES[(i + 3 * c) % len(FEATURES)])
+                image, canvas = _render(world, make_camera(world, height, width), rng)
+                _write_png(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", image)
+                summary.files += 1
+                if split == "test":  # dummy labels, as in the real test set
+                    zeros = np.zeros((height, width), np.uint8)
+                    stem = root / "gtFine" / split / city / name
+                    summary.files += _write_annotation(stem, "gtFine", zeros, zeros, [])
+                    continue
+                if split != "train_extra":
+                    polygons = label_polygons(canvas.instance)
+                    stem = root / "gtFine" / split / city / name
+                    summary.files += _write_annotation(
+                        stem, "gtFine", canvas.label, canvas.instance, polygons
+                    )
+                if coarse:
+                    rough, polygons = coarse_labels(canvas.label, margin)
+                    stem = root / "gtCoarse" / split / city / name
+                    summary.files += _write_annotation(stem, "gtCoarse", rough, rough, polygons)
+    summary.images["demoVideo"] = len(VIDEO_SEQUENCES) * video_frames
+    for s, sequence in enumerate(VIDEO_SEQUENCES):
+        if not video_frames:
+            break
+        world = sample_world(
+            _rng(seed, f"cityscapes/demoVideo/{sequence}"), CITYSCAPES, FEATURES[s]
+        )
+        for frame in range(video_frames):
+            camera = make_camera(world, height, width, z=world.speed * frame)
+            canvas = render_world(world, camera, frame)
+            # The same light in every frame of a sequence; only the sensor noise changes.
+            light = _rng(seed, f"cityscapes/demoVideo/{sequence}/light")
+            noise = _rng(seed, f"cityscapes/demoVideo/{sequence}/{frame}")
+            image = finish_image(canvas.rgb, light, height, noise)
+            name = f"{sequence}_000000_{frame + 1:06d}_leftImg8bit.png"
+            _write_png(root / "leftImg8bit" / "demoVideo" / sequence / name, image)
+            summary.files += 1
+    return summary
+
+
+_MAGENTA, _RED = np.array([255, 0, 255], np.uint8), np.array([255, 0, 0], np.uint8)
+
+
+def _kitti_ground_truth(world, canvas, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Road and ego-lane ground truth as KITTI colours (RGB): magenta road (or ego lane), red
+    other valid pixels, black outside the valid area (a strip at the top, some bottom corners)."""
+    cam = canvas.camera
+    h, w = cam.height, cam.width
+    rows, cols = np.mgrid[0:h, 0:w] + 0.5
+    valid = rows >= max(1, round(h * rng.uniform(0.02, 0.08)))
+    if rng.random() < 0.5:
+        corner = rng.uniform(0.05, 0.15) * w
+        valid &= (cols + (h - rows) * 2 > corner) & (w - cols + (h - rows) * 2 > corner)
+    below = rows > cam.horizon
+    z = np.where(below, cam.focal * cam.elevation / np.where(below, rows - cam.horizon, 1), 0)
+    x = (cols - cam.cx) * z / cam.focal
+    road = canvas.label == ROAD
+    lane = road & canvas.ground & below & (x >= world.ego_lane[0]) & (x < world.ego_lane[1])
+    images = []
+    for positive in (road, lane):
+        image = np.zeros((h, w, 3), np.uint8)
+        image[valid] = _RED
+        image[valid & positive] = _MAGENTA
+        images.append(image)
+    return images[0], images[1]
+
+
+def generate_kitti(
+    root,
+    *,
+    scale: float = 0.25,
+    train_per_category: int = 6,
+    test_per_category: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Summary:
+    """Write a synthetic KITTI road tree under ``root``/data_road (see the module docstring).
+
+    training/image_2/{um,umm,uu}_{i:06d}.png with training/gt_image_2/{cat}_road_{i:06d}.png
+    (and um_lane_{i:06d}.png for um), testing/image_2/ without ground truth. Image sizes cycle
+    through the real KITTI sizes times ``scale``.
+    """
+    if not 0.065 <= scale <= 2.0:
+        raise UserError(
+            f"--scale must be between 0.065 and 2 (images of 24 to 750 rows), got {scale}"
+        )
+    _check_counts(
+        train_per_category=train_per_category, test_per_category=test_per_category, seed=seed
+    )
+    root = _prepare_root(root, overwrite)
+    summary = Summary("KITTI road", root)
+    base = root / "data_road"
+    for split, count in (("training", train_per_category), ("testing", test_per_category)):
+        summary.images[split] = len(KITTI_CATEGORIES) * count
+        for c, category in enumerate(KITTI_CATEGORIES):
+            for i in range(count):
+                h, w = KITTI_SIZES[(i + c + seed) % len(KITTI_SIZES)]
+                height, width = round(h * scale), round(w * scale)
+                name = f"{category}_{i:06d}.png"
+                rng = _rng(seed, f"kitti/{split}/{name}")
+                world = sample_world(rng, KITTI[category])
+                image, canvas = _render(world, make_camera(world, height, width), rng)
+                _write_png(base / split / "image_2" / name, image)
+                summary.files += 1
+                if split == "testing":
+                    continue
+                road, lane = _kitti_ground_truth(world, canvas, rng)
+                gt = base / split / "gt_image_2"
+                _write_png(gt / f"{category}_road_{i:06d}.png", road)
+                summary.files += 1
+                if category == "um":
+                    _write_png(gt / f"{category}_lane_{i:06d}.png", lane)
+                    summary.files += 1
+    return summary
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line, like the other mistakes a user can fix."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m segmentation.data.synthetic",
+        description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti}")
+    city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
+    city.add_argument("root", type=Path, help="output folder (new or empty)")
+    city.add_argument("--height", type=int, default=128, help="image height (default 128)")
+    city.add_argument("--width", type=int, default=256, help="image width (default 256)")
+    city.add_argument("--train-per-city", type=int, default=8, help="default 8 (5 cities)")
+    city.add_argument("--val-per-city", type=int, default=4, help="default 4 (3 cities)")
+    city.add_argument("--test-per-city", type=int, default=2, help="default 2 (2 cities)")
+    city.add_argument(
+        "--video-frames",
+        type=int,
+        default=12,
+        help="frames per demoVideo sequence (3 sequences; default 12)",
+    )
+    city.add_argument(
+        "--coarse",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add gtCoarse/ and N train_extra images per city (default 0: none)",
+    )
+    kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
+    kitti.add_argument("root", type=Path, help="output folder (new or empty)")
+    kitti.add_argument(
+        "--scale",
+        type=float,
+        default=0.25,
+        help="size relative to the real ~375x1242 images (default 0.25)",
+    )
+    kitti.add_argument("--train-per-category", type=int, default=6, help="um, umm, uu (default 6)")
+    kitti.add_argument("--test-per-category", type=int, default=2, help="default 2")
+    for p in (city, kitti):
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into a non-empty folder, replacing files of the same name",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (2 for a user mistake)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.dataset == "cityscapes":
+            summary = generate_cityscapes(
+                args.root,
+                height=args.height,
+                width=args.width,
+                train_per_city=args.train_per_city,
+                val_per_city=args.val_per_city,
+                test_per_city=args.test_per_city,
+                video_frames=args.video_frames,
+                coarse=args.coarse,
+                seed=args.seed,
+                overwrite=args.overwrite,
+            )
+        else:
+            summary = generate_kitti(
+                args.root,
+                scale=args.scale,
+                train_per_category=args.train_per_category,
+                test_per_category=args.test_per_category,
+                seed=args.seed,
+                overwrite=args.overwrite,
+            )
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

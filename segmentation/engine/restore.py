@@ -1,0 +1,108 @@
+"""Rebuilding a trained model from a checkpoint alone (its config travels inside it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segmentation.config import Config, config_from_dict
+from segmentation.data.build import scheme_for
+from segmentation.data.labels import LabelScheme
+from segmentation.engine.checkpoint import load_checkpoint
+from segmentation.errors import UserError
+from segmentation.losses import loss_head
+from segmentation.models import build_model, encoder_normalization, required_input_multiple
+
+
+def model_from_config(config: Config, scheme: LabelScheme, pretrained: str | None) -> nn.Module:
+    """The configured architecture with one output per class (one for a binary sigmoid)."""
+    return build_model(
+        config.model.arch,
+        config.model.backbone,
+        scheme.num_outputs(loss_head(config.loss.name)),
+        pretrained=pretrained,
+        **config.model.options,
+    )
+
+
+def check_compatible(found: dict, expected: Config, path: Path) -> None:
+    """A checkpoint's model must match the configured one: name the differences."""
+    found_config = config_from_dict(found["config"])
+    pairs = {
+        "model.arch": (expected.model.arch, found_config.model.arch),
+        "model.backbone": (expected.model.backbone, found_config.model.backbone),
+        "classes": (list(scheme_for(expected.data).class_names), list(found["class_names"])),
+        "loss head": (loss_head(expected.loss.name), loss_head(found_config.loss.name)),
+        "model.options": (expected.model.options, found_config.model.options),
+    }
+    differences = [
+        f"{key}: expected {want}, found {have}"
+        for key, (want, have) in pairs.items()
+        if want != have
+    ]
+    if differences:
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({'; '.join(differences)}): use a "
+            "checkpoint of the same architecture and classes, or change the config to match"
+        )
+
+
+@dataclass
+class TrainedModel:
+    """A model rebuilt from its checkpoint, in eval mode on its device, with what it needs."""
+
+    model: nn.Module
+    config: Config
+    scheme: LabelScheme
+    head: str  # "sigmoid" | "softmax"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    divisor: int  # input sides must be multiples of it
+    checkpoint: Path
+    device: torch.device
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.config.data.image_size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) on any device -> normalized float32 on the model's device."""
+        images = images.to(self.device, non_blocking=True).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        images = (images - mean) / std
+        if self.config.model.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
+    """Rebuild the model of a checkpoint written by train.py."""
+    state = load_checkpoint(path)
+    config = config_from_dict(state["config"])
+    scheme = scheme_for(config.data)
+    if list(scheme.class_names) != list(state["class_names"]):
+        raise UserError(
+            f"checkpoint {path} names classes {state['class_names']} but its config gives "
+            f"{list(scheme.class_names)}: the file is inconsistent, use another checkpoint"
+        )
+    model = model_from_config(config, scheme, pretrained=None)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    if config.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    mean, std = encoder_normalization(config.model.backbone)
+    return TrainedModel(
+        model=model,
+        config=config,
+        scheme=scheme,
+        head=loss_head(config.loss.name),
+        mean=tuple(mean),
+        std=tuple(std),
+        divisor=required_input_multiple(config.model.arch),
+        checkpoint=Path(path),
+        device=device,
+    )

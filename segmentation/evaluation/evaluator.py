@@ -1,0 +1,199 @@
+"""Scoring a trained model on a labelled split at the labels' full resolution.
+
+Every prediction is upsampled to its label's size before it is counted. Cityscapes schemes
+that contain the 19 evaluated classes report the official "IoU class" (with the evaluator's
+rules for ignored ids); the categories scheme adds the official category IoU; KITTI adds the
+devkit's MaxF/AP/PRE/REC/FPR/FNR per category.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from segmentation.data.dataset import FullResolutionDataset, Sample, collate_list, size_groups
+from segmentation.data.io import write_png
+from segmentation.engine.restore import TrainedModel
+from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
+from segmentation.evaluation.kitti_road import KittiRoadScores
+from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
+from segmentation.predict import drop_small_clusters, predict_probabilities
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationOptions:
+    tta: str = "none"  # none | hflip | multiscale
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+    merge: str = "mean"  # mean | gmean | tsharpen
+    sliding_window: bool = False
+    drop_clusters: int = 0  # remove regions smaller than N x N pixels
+    export_dir: Path | None = None
+    export_color: bool = False
+    batch_size: int = 2
+    workers: int = 2
+
+
+def _official_dice(cm_label_ids: np.ndarray, evaluated_ids: list[int]) -> np.ndarray:
+    """Dice 2TP / (2TP + FP + FN) of the evaluated classes, counted as the official evaluator
+    counts IoU: false positives only on pixels of evaluated ground truth, predictions of
+    ignored ids as misses. NaN where a class is absent from both sides."""
+    cm = cm_label_ids.astype(np.float64)
+    rows = cm[evaluated_ids]
+    tp = rows[:, evaluated_ids].diagonal()
+    fn = rows.sum(axis=1) - tp
+    fp = rows[:, evaluated_ids].sum(axis=0) - tp
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+class Evaluator:
+    def __init__(self, trained: TrainedModel, options: EvaluationOptions) -> None:
+        self.trained = trained
+        self.options = options
+        scheme, device = trained.scheme, trained.device
+        self.lookup = torch.as_tensor(scheme.lookup, device=device).long()
+        self.matrix = ConfusionMatrix(scheme.num_classes, device)
+        self.cityscapes = None
+        self.kitti = None
+        if scheme.dataset == "cityscapes":
+            self.cityscapes = CityscapesScores(device, export_label_ids=scheme.export_label_ids)
+        else:
+            self.kitti = KittiRoadScores(device)
+
+    def run(self, samples: list[Sample], read_label) -> dict:
+        options = self.options
+        loader = DataLoader(
+            FullResolutionDataset(samples, read_label),
+            batch_size=options.batch_size,
+            num_workers=options.workers,
+            collate_fn=collate_list,
+            pin_memory=self.trained.device.type == "cuda",
+        )
+        progress = tqdm(
+            total=len(samples), desc="evaluate", disable=not sys.stderr.isatty(), leave=False
+        )
+        for batch in loader:
+            for images, stored, indices in _same_size_groups(batch):
+                self._score(images, stored, [samples[i] for i in indices])
+                progress.update(len(indices))
+        progress.close()
+        return self._results(len(samples))
+
+    def _score(self, images: torch.Tensor, stored: torch.Tensor, samples: list[Sample]) -> None:
+        trained, options = self.trained, self.options
+        device = trained.device
+        probs = predict_probabilities(
+            trained.model,
+            trained.normalize(images),
+            trained.head,
+            base_size=trained.image_size,
+            divisor=trained.divisor,
+            tta=options.tta,
+            scales=options.scales,
+            merge=options.merge,
+            window=options.sliding_window,
+        )
+        classes = probs.argmax(dim=1)
+        if options.drop_clusters:
+            classes = torch.stack(
+                [
+                    torch.from_numpy(
+                        drop_small_clusters(c.cpu().numpy(), p.cpu().numpy(), options.drop_clusters)
+                    )
+                    for c, p in zip(classes, probs)
+                ]
+            ).to(device)
+        stored = stored.to(device, non_blocking=True).long()
+        self.matrix.update(classes, self.lookup[stored])
+        if self.cityscapes is not None:
+            self.cityscapes.update(classes, stored)
+        if self.kitti is not None:
+            valid = stored >= 2  # colour code: 2 * valid + road (labels.kitti_codes)
+            road = (stored & 1).bool()
+            self.kitti.update(probs[:, 1], road, valid, [sample.group for sample in samples])
+        if options.export_dir is not None:
+            self._export(classes, probs, samples)
+
+    def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
+        scheme, root = self.trained.scheme, Path(self.options.export_dir)
+        for class_map, prob, sample in zip(classes.cpu().numpy(), probs[:, 1].cpu(), samples):
+            class_map = class_map.astype(np.uint8)
+            if scheme.dataset == "cityscapes":
+                # {city}_{seq}_{frame}*.png under one folder: what the official evaluator finds.
+                path = root / "labelIds" / sample.group / f"{sample.name}_labelIds.png"
+                write_png(path, scheme.to_label_ids(class_map))
+            else:
+                # The KITTI devkit's result format: road probability as 8-bit, e.g. um_road_000000.
+                category, index = sample.name.split("_")
+                level = (prob.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                write_png(root / f"{category}_{scheme.name}_{index}.png", level)
+            if self.options.export_color:
+                color_path = root / "color" / sample.group / f"{sample.name}_color.png"
+                write_png(color_path, scheme.colorize(class_map))
+
+    def _results(self, num_images: int) -> dict:
+        scheme = self.trained.scheme
+        scores = self.matrix.compute(scheme.class_names)
+        results = {
+            "dataset": scheme.dataset,
+            "labels": scheme.name,
+            "checkpoint": str(self.trained.checkpoint),
+            "images": num_images,
+            "tta": self.options.tta,
+            **scores,
+        }
+        if self.cityscapes is not None:
+            official = self.cityscapes.compute()
+            results["cityscapes"] = {key: _json_safe(value) for key, value in official.items()}
+            if scheme.contains_evaluated_classes:
+                self._use_official_classes(results, official)
+        if self.kitti is not None:
+            results["kitti_road"] = _json_safe(self.kitti.compute())
+        return results
+
+    def _use_official_classes(self, results: dict, official: dict) -> None:
+        """The headline mIoU of a 19-class scheme is the official "IoU class"; Dice follows
+        the same counting rules."""
+        matrix = self.cityscapes.confusion.matrix.cpu().numpy()
+        ids = EVALUATED_IDS
+        dice = _official_dice(matrix, ids)
+        names = list(official["classScores"])
+        results["per_class"] = {
+            name: {"iou": none_if_nan(official["classScores"][name]), "dice": none_if_nan(dice[i])}
+            for i, name in enumerate(names)
+        }
+        results["mIoU"] = none_if_nan(official["averageScoreClasses"])
+        results["mDice"] = none_if_nan(mean_score(dice))
+        rows = matrix[ids]
+        total = rows.sum()
+        results["pixel_accuracy"] = none_if_nan(
+            rows[:, ids].trace() / total if total else float("nan")
+        )
+
+
+def _same_size_groups(batch: dict):
+    """Split a list batch into stacked groups of equal image size."""
+    for positions in size_groups(batch["image"]):
+        images = torch.stack([batch["image"][p] for p in positions])
+        stored = torch.stack([batch["stored"][p] for p in positions])
+        yield images, stored, [batch["index"][p] for p in positions]
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, float | np.floating):
+        return none_if_nan(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,145 @@
+"""Confusion-matrix metrics: hand-computed matrices, torchmetrics on random data, no host sync."""
+
+import inspect
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
+
+from segmentation import metrics
+from segmentation.data.labels import IGNORE_INDEX
+from segmentation.errors import UserError
+from segmentation.metrics import (
+    ConfusionMatrix,
+    dice_per_class,
+    iou_per_class,
+    mean_score,
+    pixel_accuracy,
+    predictions_from_logits,
+)
+
+# rows ground truth, columns prediction; class 2 only predicted, class 3 absent from both.
+HAND_CM = np.array(
+    [
+        [5, 1, 2, 0],
+        [0, 3, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ],
+    dtype=np.int64,
+)
+
+
+def test_hand_computed_scores():
+    iou = iou_per_class(HAND_CM)
+    dice = dice_per_class(HAND_CM)
+    # class 0: tp 5, fp 0, fn 3; class 1: tp 3, fp 1, fn 1; class 2: tp 0, fp 3, fn 0.
+    assert iou[:3].tolist() == pytest.approx([5 / 8, 3 / 5, 0.0])
+    assert dice[:3].tolist() == pytest.approx([10 / 13, 6 / 8, 0.0])
+    assert math.isnan(iou[3]) and math.isnan(dice[3])
+    assert mean_score(iou) == pytest.approx((5 / 8 + 3 / 5 + 0) / 3)
+    assert pixel_accuracy(HAND_CM) == pytest.approx(8 / 12)
+
+
+def test_no_pixels_gives_nan_everywhere():
+    empty = np.zeros((3, 3), np.int64)
+    assert np.isnan(iou_per_class(empty)).all()
+    assert math.isnan(mean_score(iou_per_class(empty)))
+    assert math.isnan(pixel_accuracy(empty))
+
+
+def test_compute_reports_none_for_absent_classes():
+    matrix = ConfusionMatrix(4, "cpu")
+    matrix.matrix += torch.from_numpy(HAND_CM)
+    result = matrix.compute(["a", "b", "c", "d"])
+    assert set(result) == {"mIoU", "mDice", "pixel_accuracy", "per_class"}
+    assert result["per_class"]["d"] == {"iou": None, "dice": None}
+    assert result["per_class"]["c"] == {"iou": 0.0, "dice": 0.0}
+    assert result["mIoU"] == pytest.approx((5 / 8 + 3 / 5) / 3)
+    json.dumps(result, allow_nan=False)  # valid JSON
+    empty = ConfusionMatrix(2, "cpu").compute(["x", "y"])
+    assert empty["mIoU"] is None and empty["pixel_accuracy"] is None
+
+
+def test_update_counts_hand_written_pixels():
+    prediction = torch.tensor([[[0, 1, 2], [1, 1, 0]]])
+    target = torch.tensor([[[0, 1, IGNORE_INDEX], [2, 7, 0]]])  # 7: out of the scheme
+    matrix = ConfusionMatrix(3, "cpu")
+    matrix.update(prediction, target)
+    expected = torch.zeros(3, 3, dtype=torch.int64)
+    expected[0, 0] = 2
+    expected[1, 1] = 1
+    expected[2, 1] = 1
+    assert torch.equal(matrix.matrix, expected)
+    matrix.update(prediction, target)
+    assert torch.equal(matrix.matrix, 2 * expected)
+    matrix.reset()
+    assert matrix.matrix.sum() == 0
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_against_torchmetrics(classes):
+    generator = torch.Generator().manual_seed(classes)
+    shape = (3, 17, 23)
+    target = torch.randint(0, classes, shape, generator=generator)
+    prediction = torch.where(
+        torch.rand(shape, generator=generator) < 0.6,
+        target,
+        torch.randint(0, classes, shape, generator=generator),
+    )
+    target[torch.rand(shape, generator=generator) < 0.2] = IGNORE_INDEX
+    matrix = ConfusionMatrix(classes, "cpu")
+    for image in range(shape[0]):  # accumulate over several updates
+        matrix.update(prediction[image : image + 1], target[image : image + 1])
+    cm = matrix.matrix
+    jaccard = MulticlassJaccardIndex(classes, average=None, ignore_index=IGNORE_INDEX)
+    f1 = MulticlassF1Score(classes, average=None, ignore_index=IGNORE_INDEX)
+    expected_iou = jaccard(prediction, target).double().numpy()
+    expected_dice = f1(prediction, target).double().numpy()
+    assert iou_per_class(cm) == pytest.approx(expected_iou, rel=1e-6)
+    assert dice_per_class(cm) == pytest.approx(expected_dice, rel=1e-6)
+    valid = target != IGNORE_INDEX
+    accuracy = (prediction[valid] == target[valid]).double().mean().item()
+    assert pixel_accuracy(cm) == pytest.approx(accuracy)
+
+
+def test_scatter_path_counts_like_bincount():
+    """The accelerator path (scatter_add_) runs on the CPU too: it must count the same."""
+    index = torch.randint(0, 17, (3, 40, 50), generator=torch.Generator().manual_seed(3))
+    expected = torch.bincount(index.reshape(-1), minlength=20)
+    assert torch.equal(metrics.scatter_count(index.int(), 20), expected)
+    assert torch.equal(metrics.count_bins(index.int(), 20), expected)
+
+
+def test_predictions_from_logits():
+    single = torch.tensor([[[[-0.5, 0.0, 2.0]]]])  # (1, 1, 1, 3)
+    assert predictions_from_logits(single).tolist() == [[[0, 0, 1]]]
+    multi = torch.tensor([[[[0.1, 3.0]], [[0.5, -1.0]], [[0.2, 0.0]]]])  # (1, 3, 1, 2)
+    prediction = predictions_from_logits(multi.contiguous(memory_format=torch.channels_last))
+    assert prediction.tolist() == [[[1, 0]]]
+    assert prediction.dtype == torch.int64
+
+
+def test_shape_mismatch_is_a_user_error():
+    with pytest.raises(UserError, match="differ in shape"):
+        ConfusionMatrix(3, "cpu").update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))
+
+
+def test_all_reduce_without_process_group_is_a_no_op():
+    matrix = ConfusionMatrix(2, "cpu")
+    matrix.matrix += 3
+    matrix.all_reduce()
+    assert matrix.matrix.tolist() == [[3, 3], [3, 3]]
+
+
+def test_update_path_has_no_host_sync_calls():
+    """CPU tests cannot catch a device sync; the hot path must simply not ask for one."""
+    for function in (ConfusionMatrix.update, metrics.count_bins, metrics.scatter_count):
+        source = inspect.getsource(function)
+        code = "\n".join(line.split("#")[0] for line in source.splitlines())
+        body = code.split('"""')[-1]  # after the docstring
+        for call in (".item(", ".tolist(", ".cpu(", ".numpy(", "nonzero", "bool(", "int("):
+            assert call not in body, f"{function.__name__} calls {call}"
