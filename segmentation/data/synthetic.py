@@ -206,55 +206,63 @@ def generate_cityscapes(
     )
     root = _prepare_root(root, overwrite)
     summary = Summary("Cityscapes", root)
-    margin = max(1, round(height / 64))
+    shape = (height, width)
+    margin = max(1, round(height / 64)) if coarse else 0
     per_city = {"train": train_per_city, "val": val_per_city, "test": test_per_city}
-    extra = {"train_extra": coarse} if coarse else {}
-    for split in (*CITIES, *extra):
+    if coarse:
+        per_city["train_extra"] = coarse
+    for split, count in per_city.items():
         cities = TRAIN_EXTRA_CITIES if split == "train_extra" else CITIES[split]
-        count = extra.get(split, per_city.get(split, 0))
         summary.images[split] = len(cities) * count
         for c, city in enumerate(cities):
             for i in range(count):
-                name = f"{city}_{i:06d}_{_FRAME:06d}"
-                rng = _rng(seed, f"cityscapes/{split}/{name}")
                 # Cycle the rarer classes through the images so every city has each of them.
-                world = sample_world(rng, CITYSCAPES, FEATURES[(i + 3 * c) % len(FEATURES)])
-                image, canvas = _render(world, make_camera(world, height, width), rng)
-                _write_png(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", image)
-                summary.files += 1
-                if split == "test":  # dummy labels, as in the real test set
-                    zeros = np.zeros((height, width), np.uint8)
-                    stem = root / "gtFine" / split / city / name
-                    summary.files += _write_annotation(stem, "gtFine", zeros, zeros, [])
-                    continue
-                if split != "train_extra":
-                    polygons = label_polygons(canvas.instance)
-                    stem = root / "gtFine" / split / city / name
-                    summary.files += _write_annotation(
-                        stem, "gtFine", canvas.label, canvas.instance, polygons
-                    )
-                if coarse:
-                    rough, polygons = coarse_labels(canvas.label, margin)
-                    stem = root / "gtCoarse" / split / city / name
-                    summary.files += _write_annotation(stem, "gtCoarse", rough, rough, polygons)
+                featured = FEATURES[(i + 3 * c) % len(FEATURES)]
+                name = f"{city}_{i:06d}_{_FRAME:06d}"
+                args = (root, split, city, name, shape, featured, seed, margin)
+                summary.files += _cityscapes_image(*args)
     summary.images["demoVideo"] = len(VIDEO_SEQUENCES) * video_frames
-    for s, sequence in enumerate(VIDEO_SEQUENCES):
-        if not video_frames:
-            break
-        world = sample_world(
-            _rng(seed, f"cityscapes/demoVideo/{sequence}"), CITYSCAPES, FEATURES[s]
-        )
-        for frame in range(video_frames):
-            camera = make_camera(world, height, width, z=world.speed * frame)
-            canvas = render_world(world, camera, frame)
-            # The same light in every frame of a sequence; only the sensor noise changes.
-            light = _rng(seed, f"cityscapes/demoVideo/{sequence}/light")
-            noise = _rng(seed, f"cityscapes/demoVideo/{sequence}/{frame}")
-            image = finish_image(canvas.rgb, light, height, noise)
-            name = f"{sequence}_000000_{frame + 1:06d}_leftImg8bit.png"
-            _write_png(root / "leftImg8bit" / "demoVideo" / sequence / name, image)
-            summary.files += 1
+    if video_frames:
+        for s, sequence in enumerate(VIDEO_SEQUENCES):
+            summary.files += _demo_video(root, sequence, shape, video_frames, FEATURES[s], seed)
     return summary
+
+
+def _cityscapes_image(root: Path, split, city, name, shape, featured, seed, margin) -> int:
+    """One image with its gtFine (dummy zeros for test) and, with ``margin``, its gtCoarse
+    (only gtCoarse for train_extra); returns the number of files written."""
+    rng = _rng(seed, f"cityscapes/{split}/{name}")
+    world = sample_world(rng, CITYSCAPES, featured)
+    image, canvas = _render(world, make_camera(world, *shape), rng)
+    _write_png(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", image)
+    files = 1
+    fine_stem = root / "gtFine" / split / city / name
+    if split == "test":  # dummy labels, as in the real test set
+        zeros = np.zeros(shape, np.uint8)
+        return files + _write_annotation(fine_stem, "gtFine", zeros, zeros, [])
+    if split != "train_extra":
+        polygons = label_polygons(canvas.instance)
+        files += _write_annotation(fine_stem, "gtFine", canvas.label, canvas.instance, polygons)
+    if margin:
+        rough, polygons = coarse_labels(canvas.label, margin)
+        stem = root / "gtCoarse" / split / city / name
+        files += _write_annotation(stem, "gtCoarse", rough, rough, polygons)
+    return files
+
+
+def _demo_video(root: Path, sequence: str, shape, frames: int, featured: str, seed: int) -> int:
+    """Frames 1..frames of one demoVideo sequence: one street, the camera driving along it."""
+    world = sample_world(_rng(seed, f"cityscapes/demoVideo/{sequence}"), CITYSCAPES, featured)
+    for frame in range(frames):
+        camera = make_camera(world, *shape, z=world.speed * frame)
+        canvas = render_world(world, camera, frame)
+        # The same light in every frame of a sequence; only the sensor noise changes.
+        light = _rng(seed, f"cityscapes/demoVideo/{sequence}/light")
+        noise = _rng(seed, f"cityscapes/demoVideo/{sequence}/{frame}")
+        image = finish_image(canvas.rgb, light, shape[0], noise)
+        name = f"{sequence}_000000_{frame + 1:06d}_leftImg8bit.png"
+        _write_png(root / "leftImg8bit" / "demoVideo" / sequence / name, image)
+    return frames
 
 
 _MAGENTA, _RED = np.array([255, 0, 255], np.uint8), np.array([255, 0, 0], np.uint8)
@@ -347,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti}")
     city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
-    city.add_argument("root", type=Path, help="output folder (new or empty)")
+    city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     city.add_argument("--height", type=int, default=128, help="image height (default 128)")
     city.add_argument("--width", type=int, default=256, help="image width (default 256)")
     city.add_argument("--train-per-city", type=int, default=8, help="default 8 (5 cities)")
@@ -367,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="add gtCoarse/ and N train_extra images per city (default 0: none)",
     )
     kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
-    kitti.add_argument("root", type=Path, help="output folder (new or empty)")
+    kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     kitti.add_argument(
         "--scale",
         type=float,

@@ -235,9 +235,11 @@ class TrainingRun:
             _set_rng_state(resume_state["rng"], self.device)
         self.bare_model = model
         if context.enabled:
-            if config.model.sync_batchnorm:
+            if config.model.sync_batchnorm and self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.bare_model = model
+            elif config.model.sync_batchnorm and context.is_main:
+                logger.warning("model.sync_batchnorm needs CUDA: plain BatchNorm on the CPU")
             model = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,

@@ -47,10 +47,11 @@ class RunLogger:
                 self.writer.add_scalar(tag, value, step)
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
-        """images (N, H, W, 3) uint8."""
+        """images (N, H, W, 3) uint8, shown as one picture, one image a row."""
         if self.writer is None or len(images) == 0:
             return
-        self.writer.add_images(tag, torch.from_numpy(images), step, dataformats="NHWC")
+        column = np.concatenate(list(images), axis=0)
+        self.writer.add_image(tag, torch.from_numpy(column), step, dataformats="HWC")
 
     def epoch_record(self, record: dict) -> None:
         if not self.enabled:

@@ -265,6 +265,11 @@ class Trainer:
         # The bare model: DDP's forward would sync buffers, and shards may differ in length.
         model = self.bare_model
         model.eval()
+        if torch.distributed.is_initialized():
+            # Each process updated its BatchNorm statistics on its own last batch: score the
+            # model that rank 0 saves, on every shard.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         matrix = ConfusionMatrix(len(self.class_names), self.device)
         loss_sum = torch.zeros(2, device=self.device, dtype=torch.float64)
         kept = []

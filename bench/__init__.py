@@ -1,0 +1,1 @@
+"""The standing benchmark suite: scripts run as `python bench/NAME.py` (see bench/README.md)."""

@@ -1,0 +1,299 @@
+"""Data pipeline: training samples/s of the Cityscapes dataset against the decode-only floor.
+
+Ours: the training dataset exactly as train.py builds it (build_training_datasets: the real
+SegmentationDataset and training_transform with the configured augmentations, items as
+(index, seed) pairs) turning 1024x2048 frames into 512x1024 samples. Floor: reading the same
+two PNGs (image and labelIds) with cv2.imread and nothing else. The two take turns image by
+image, in one process. Target: >= 0.80 of the floor's samples/s.
+
+Then train.py's DataLoader (its seeded EpochSampler, batch 2) with 0, 1 and 2 workers, taking
+turns epoch by epoch, against the same loader with 0 workers. With --profile, or when the target
+is missed, a cost breakdown per stage and per transform, and cProfile's top functions.
+
+    python bench/bench_data.py [--quick] [--images 10] [--data-root DIR] [--profile]
+        [--json out.json]
+
+Without --data-root a synthetic Cityscapes tree is generated into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import math
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+
+import cv2
+import numpy as np
+import torch
+
+from bench.common import (
+    CLOCKS,
+    Result,
+    add_clock_option,
+    add_common_options,
+    apply_threads,
+    parse_size,
+    report,
+    resolve_clock,
+    resolve_device,
+    run_guarded,
+)
+from segmentation.config import DataConfig
+from segmentation.data.build import build_training_datasets
+from segmentation.data.dataset import SegmentationDataset, _to_chw_tensor
+from segmentation.data.io import read_label_ids
+from segmentation.data.synthetic import generate_cityscapes
+
+# train.py's own loader factory, so that this measures what training uses.
+from segmentation.engine.run import _make_loader
+from segmentation.engine.sampler import EpochSampler
+from segmentation.errors import UserError
+from segmentation.models import encoder_normalization
+
+TARGET = ">= 0.80"
+BGR2RGB, UNCHANGED = cv2.COLOR_BGR2RGB, cv2.IMREAD_UNCHANGED
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_options(parser)
+    add_clock_option(parser)
+    parser.add_argument("--data-root", type=Path, help="a Cityscapes tree (default: generated)")
+    parser.add_argument("--images", type=int, help="images used (default 10; --quick 5)")
+    parser.add_argument("--source-size", default="1024x2048", help="HxW of generated frames")
+    parser.add_argument("--size", default="512x1024", help="HxW of the training samples")
+    parser.add_argument("--backbone", default="resnext50", help="its normalization is used")
+    parser.add_argument("--rounds", type=int, help="timed passes (default 3; --quick 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch", type=int, default=2, help="DataLoader batch size")
+    parser.add_argument("--epochs", type=int, help="timed epochs per loader (default 2; quick 1)")
+    parser.add_argument("--profile", action="store_true", help="cost breakdown even if met")
+    args = parser.parse_args(argv)
+    args.images = args.images or (5 if args.quick else 10)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.epochs = args.epochs or (1 if args.quick else 2)
+    return args
+
+
+def make_dataset(args: argparse.Namespace, root: Path) -> SegmentationDataset:
+    """The training dataset of a Cityscapes tree at `root`, first `args.images` images."""
+    height, width = parse_size(args.size, 32)
+    mean, std = encoder_normalization(args.backbone)
+    config = DataConfig(root=str(root), image_size=(height, width))
+    train, _ = build_training_datasets(config, mean, std)
+    if len(train) < args.images:
+        print(f"note: {root} has {len(train)} training images, fewer than --images {args.images}")
+    train.samples = train.samples[: args.images]
+    return train
+
+
+def generate(args: argparse.Namespace, folder: Path) -> Path:
+    height, width = parse_size(args.source_size)
+    root = folder / "cityscapes"
+    # 5 training cities; one validation image per city, because build_training_datasets
+    # builds the validation set too.
+    generate_cityscapes(
+        root,
+        height=height,
+        width=width,
+        train_per_city=math.ceil(args.images / 5),
+        val_per_city=1,
+        test_per_city=0,
+        video_frames=0,
+    )
+    return root
+
+
+def read_floor(dataset: SegmentationDataset, index: int) -> None:
+    """The decode-only floor: the two PNGs of a sample, read and nothing else."""
+    sample = dataset.samples[index]
+    cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
+    cv2.imread(str(sample.label_path), cv2.IMREAD_UNCHANGED)
+
+
+def dataset_vs_floor(
+    dataset: SegmentationDataset, rounds: int, clock: str
+) -> dict[str, list[float]]:
+    """Seconds per sample of the dataset and of the floor, taking turns image by image (the
+    order alternating), after one untimed pass that also fills the page cache."""
+    now = CLOCKS[clock]
+    times: dict[str, list[float]] = {"dataset": [], "floor": []}
+    for round_index in range(1 + rounds):
+        for index in range(len(dataset)):
+            item = (index, 1000 * round_index + index)
+            pair = [
+                ("dataset", lambda item=item: dataset[item]),
+                ("floor", lambda index=index: read_floor(dataset, index)),
+            ]
+            if (round_index + index) % 2:
+                pair.reverse()
+            for name, function in pair:
+                start = now()
+                function()
+                if round_index > 0:
+                    times[name].append(now() - start)
+    return times
+
+
+def loader_throughput(
+    dataset: SegmentationDataset, args: argparse.Namespace, device: torch.device
+) -> dict[int, list[float]]:
+    """Samples/s of train.py's DataLoader per worker count, one epoch each in turn."""
+    loaders, samplers = {}, {}
+    for workers in args.workers:
+        samplers[workers] = EpochSampler(len(dataset), shuffle=True, seed=0)
+        loaders[workers] = _make_loader(
+            dataset, samplers[workers], args.batch, workers, device, drop_last=True
+        )
+    if len(dataset) < args.batch:
+        raise UserError(f"--images {len(dataset)} gives no full batch of --batch {args.batch}")
+    speeds: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    order = list(args.workers)
+    for epoch in range(1 + args.epochs):  # epoch 0 starts the (persistent) workers: untimed
+        for workers in order:
+            samplers[workers].set_epoch(epoch)
+            count = 0
+            start = time.perf_counter()
+            for batch in loaders[workers]:
+                count += len(batch["image"])
+            if epoch > 0:
+                speeds[workers].append(count / (time.perf_counter() - start))
+        order.reverse()
+    return speeds
+
+
+def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
+    """Milliseconds per sample of each stage of SegmentationDataset.__getitem__, done one by
+    one as it does them, and of each top-level transform of its pipeline."""
+    stages: dict[str, list[float]] = {}
+
+    def clock(name: str, function: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        value = function()
+        stages.setdefault(name, []).append((time.perf_counter() - start) * 1e3)
+        return value
+
+    for index, sample in enumerate(dataset.samples):
+        dataset.transform.set_random_seed(index)
+        image_path, label_path = str(sample.image_path), str(sample.label_path)
+        bgr = clock("cv2.imread image (floor)", lambda p=image_path: cv2.imread(p))
+        image = clock("cvtColor BGR->RGB, full frame", lambda b=bgr: cv2.cvtColor(b, BGR2RGB))
+        clock("cv2.imread label (floor)", lambda p=label_path: cv2.imread(p, UNCHANGED))
+        stored = clock("read_label_ids (imread, checks)", lambda p=label_path: read_label_ids(p))
+        out = clock(
+            "transform (whole Compose)",
+            lambda i=image, m=stored: dataset.transform(image=i, mask=m),
+        )
+        data = {"image": image, "mask": stored}
+        for transform in dataset.transform.transforms:
+            name = f"  of which {type(transform).__name__}"
+            data = clock(name, lambda t=transform, d=data: t(**d))
+        clock("scheme.count_unknown", lambda m=out["mask"]: dataset.scheme.count_unknown(m))
+        clock(
+            "scheme.encode (LUT)",
+            lambda m=out["mask"]: dataset.scheme.encode(np.ascontiguousarray(m)),
+        )
+        clock("image to CHW tensor", lambda i=out["image"]: _to_chw_tensor(i))
+    return [(name, statistics.mean(values)) for name, values in stages.items()]
+
+
+def cprofile_top(dataset: SegmentationDataset, lines: int = 14) -> str:
+    """cProfile of one pass of dataset items: the functions with the most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for index in range(len(dataset)):
+        dataset[(index, index)]
+    profiler.disable()
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(lines)
+    text = stream.getvalue()
+    return text[text.find("   ncalls") :].rstrip()
+
+
+def run(args: argparse.Namespace) -> dict:
+    apply_threads(args.threads)
+    device = resolve_device(args.device)
+    details: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as folder:
+        root = args.data_root or generate(args, Path(folder))
+        dataset = make_dataset(args, root)
+        clock = resolve_clock(args)
+        times = dataset_vs_floor(dataset, args.rounds, clock)
+        speeds = loader_throughput(dataset, args, device)
+        rows = [
+            Result(
+                f"data: training dataset -> {args.size} vs decode-only floor",
+                len(times["dataset"]) / sum(times["dataset"]),
+                len(times["floor"]) / sum(times["floor"]),
+                "samples/s",
+                TARGET,
+                note=f"{len(dataset)} images x {args.rounds} passes, in turns image by image; "
+                f"{args.threads} thread(s), {clock} clock",
+            )
+        ]
+        rows += loader_rows(speeds, args, len(dataset))
+        if args.profile or not rows[0].met:
+            details["stages_ms"] = stage_breakdown(dataset)
+            details["cprofile_top"] = cprofile_top(dataset)
+    details["dataset_ms"] = [t * 1e3 for t in times["dataset"]]
+    details["floor_ms"] = [t * 1e3 for t in times["floor"]]
+    details["loader_samples_per_second"] = {str(k): v for k, v in speeds.items()}
+    record = report("bench_data", args, rows, details, "Data pipeline")
+    if "stages_ms" in details:
+        print_breakdown(details["stages_ms"], details["cprofile_top"])
+    return record
+
+
+def loader_rows(speeds: dict[int, list[float]], args: argparse.Namespace, images: int) -> list:
+    """One row per worker count; those with workers against the loader with 0 workers."""
+    base = statistics.median(speeds[0]) if 0 in speeds else None
+    note = f"batch {args.batch}, median of {args.epochs} epoch(s) of {images} images, wall clock"
+    # Worker processes run beside this one: only the wall clock sees their work.
+    return [
+        Result(
+            f"data: DataLoader, {workers} worker(s)" + (" vs 0 workers" if workers else ""),
+            statistics.median(values),
+            base if workers else None,
+            "samples/s",
+            note=note if workers == 0 else "",
+        )
+        for workers, values in speeds.items()
+    ]
+
+
+def print_breakdown(stages: list[tuple[str, float]], profile: str) -> None:
+    print("### Where a training sample's time goes (ms per sample, stages run one by one)\n")
+    print("| stage | ms |")
+    print("|---|---:|")
+    for name, milliseconds in stages:
+        print(f"| {name} | {milliseconds:.2f} |")
+    print("\ncProfile, one pass over the dataset, by own time:\n")
+    print("```")
+    print(profile)
+    print("```\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        run(args)
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Inference: inference.py's Renderer frames/s against a bare forward of the same model.
+
+Ours: Renderer.run, what inference.py runs once it has loaded the checkpoint (frames decoded in
+DataLoader workers, normalized on the device, forward, probabilities, argmax, overlay PNGs
+encoded in a thread pool), over N 512x1024 PNG frames, with a checkpoint in train.py's format
+(an FPN-resnet18 by default, config data.image_size 512x1024, so no resizing). Reference: the
+same model's forward on the same frames, already decoded, normalized and on the device, in
+batches of the Renderer's size. The two take turns in one process. Target: >= 0.85 of the bare
+frames/s. Then where the time goes: each stage of a frame on its own, in ms per frame.
+
+    python bench/bench_inference.py [--device cuda] [--quick] [--frames 12] [--backbone resnet18]
+        [--batch-size 4 --workers 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+
+import torch
+
+from bench.common import (
+    Result,
+    add_common_options,
+    apply_threads,
+    interleave,
+    paired_ratio,
+    parse_size,
+    ratio_spread,
+    report,
+    resolve_device,
+    run_guarded,
+    synchronize,
+)
+from segmentation.config import Config, config_to_dict
+from segmentation.data.build import scheme_for
+from segmentation.data.frames import find_frames
+from segmentation.data.io import read_rgb, write_png
+from segmentation.data.synthetic import generate_cityscapes
+from segmentation.engine.checkpoint import save_checkpoint
+from segmentation.engine.restore import TrainedModel, load_trained_model, model_from_config
+from segmentation.models import required_input_multiple
+from segmentation.predict import ViewMerger, probabilities_from_logits
+from segmentation.render import Renderer, RenderOptions
+from segmentation.visualize import overlay
+
+TARGET = ">= 0.85"
+SEQUENCES = 3  # generate_cityscapes writes this many demo video sequences
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = RenderOptions()
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_options(parser)
+    parser.add_argument("--arch", default="fpn")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--size", default="512x1024", help="HxW of frames and model input")
+    parser.add_argument(
+        "--frames", type=int, help="frames rendered, a multiple of 3 (default 12; --quick 6)"
+    )
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--save", nargs="+", default=defaults.save, help="as inference.py's")
+    parser.add_argument("--rounds", type=int, help="timed runs of each (default 3; --quick 2)")
+    args = parser.parse_args(argv)
+    args.frames = args.frames or (6 if args.quick else 12)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    return args
+
+
+def make_frames(folder: Path, size: tuple[int, int], count: int) -> str:
+    """Generate `count` frames, rounded up to a multiple of 3 (one third per demo video
+    sequence); returns a glob pattern of them, as inference.py's --input takes it."""
+    root = folder / "cityscapes"
+    per_sequence = math.ceil(count / SEQUENCES)
+    generate_cityscapes(
+        root,
+        height=size[0],
+        width=size[1],
+        train_per_city=0,
+        val_per_city=0,
+        test_per_city=0,
+        video_frames=per_sequence,
+    )
+    return str(root / "leftImg8bit" / "demoVideo" / "*" / "*.png")
+
+
+def make_checkpoint(args: argparse.Namespace, size: tuple[int, int], path: Path) -> Path:
+    """A checkpoint as train.py writes it, reduced to what inference needs."""
+    config = Config()
+    config.data.image_size = size
+    config.model.arch, config.model.backbone, config.model.pretrained = (
+        args.arch,
+        args.backbone,
+        None,
+    )
+    scheme = scheme_for(config.data)
+    torch.manual_seed(0)
+    model = model_from_config(config, scheme, pretrained=None)
+    state = {
+        "model": model.state_dict(),
+        "config": config_to_dict(config),
+        "class_names": list(scheme.class_names),
+    }
+    save_checkpoint(state, path)
+    return path
+
+
+def bare_forward(trained: TrainedModel, frames: list[torch.Tensor], batch_size: int):
+    """The reference: forward only, on frames already decoded, normalized and on the device."""
+    batches = [
+        trained.normalize(torch.stack(frames[start : start + batch_size]))
+        for start in range(0, len(frames), batch_size)
+    ]
+
+    def run(count: int | None = None) -> None:
+        with torch.inference_mode():
+            for batch in batches[:count]:
+                trained.model(batch)
+
+    return run
+
+
+def stage_breakdown(
+    trained: TrainedModel, paths: list[Path], options: RenderOptions, folder: Path
+) -> list[tuple[str, float]]:
+    """Milliseconds per frame of each stage of rendering, each on its own, one frame at a time
+    (the Renderer overlaps decoding and writing with the model; here nothing overlaps)."""
+    stages: dict[str, list[float]] = {}
+    device = trained.device
+
+    def clock(name: str, function: Callable[[], object]) -> object:
+        synchronize(device)
+        start = time.perf_counter()
+        value = function()
+        synchronize(device)
+        stages.setdefault(name, []).append((time.perf_counter() - start) * 1e3)
+        return value
+
+    def post_process(logits: torch.Tensor) -> torch.Tensor:
+        # predict_probabilities after the forward (tta none), then Renderer._predict's argmax.
+        merger = ViewMerger(options.merge)
+        merger.add(probabilities_from_logits(logits, trained.head))
+        return merger.result().argmax(dim=1).to(torch.uint8).cpu()
+
+    with torch.inference_mode():
+        for index, path in enumerate(paths):
+            image = clock("decode (read_rgb)", lambda p=path: read_rgb(p))
+            tensor = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+            normalized = clock("normalize on the device", lambda t=tensor: trained.normalize(t))
+            logits = clock("forward", lambda x=normalized: trained.model(x))
+            classes = clock("probabilities, argmax, to host", lambda x=logits: post_process(x))
+            class_map = classes[0].numpy()
+            for kind in options.save:
+                if kind != "overlay":
+                    continue  # colour and labelIds maps are cheaper lookups than an overlay
+                picture = clock(
+                    "overlay",
+                    lambda i=image, c=class_map: overlay(i, c, trained.scheme, options.alpha),
+                )
+                target = folder / f"{index}_{kind}.png"
+                clock("PNG encode + write", lambda p=picture, t=target: write_png(t, p))
+    return [(name, statistics.mean(values)) for name, values in stages.items()]
+
+
+def run(args: argparse.Namespace) -> dict:
+    apply_threads(args.threads)
+    device = resolve_device(args.device)
+    size = parse_size(args.size, required_input_multiple(args.arch))
+    options = RenderOptions(
+        save=list(args.save),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        overwrite=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as name:
+        folder = Path(name)
+        pattern = make_frames(folder, size, args.frames)
+        paths = [frame.path for frame in find_frames(pattern)]
+        trained = load_trained_model(make_checkpoint(args, size, folder / "model.pt"), device)
+        frames = [torch.from_numpy(read_rgb(p).transpose(2, 0, 1).copy()) for p in paths]
+        bare = bare_forward(trained, frames, args.batch_size)
+        bare(1)  # warm up the model (kernel choices, allocator) once for both sides
+        renderer = Renderer(trained, options)
+        reports = []
+
+        def render() -> None:
+            reports.append(renderer.run(pattern, folder / "renders"))
+
+        seconds = interleave(
+            {"renderer": render, "bare": bare}, args.rounds, device, warmup=0, clock="wall"
+        )
+        sample = paths[: 3 if args.quick else 6]
+        stages = stage_breakdown(trained, sample, options, folder / "stages")
+    count = len(paths)
+    fps = {name: [count / s for s in values] for name, values in seconds.items()}
+    low, high = ratio_spread(seconds["bare"], seconds["renderer"])
+    model = f"{args.arch.upper()}-{args.backbone}"
+    rows = [
+        Result(
+            f"inference {model} {args.size} b{args.batch_size}: Renderer vs bare forward",
+            statistics.median(fps["renderer"]),
+            statistics.median(fps["bare"]),
+            "frames/s",
+            TARGET,
+            note=f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
+            f"save {' '.join(args.save)}, wall clock; per-round ratio {low:.3f}..{high:.3f}",
+            paired=paired_ratio(seconds["bare"], seconds["renderer"]),
+        )
+    ]
+    details = {
+        "seconds": seconds,
+        "renderer_own_frames_per_second": [r.frames_per_second for r in reports],
+        "stages_ms_per_frame": stages,
+    }
+    record = report("bench_inference", args, rows, details, "Inference")
+    print_stages(stages, 1e3 / statistics.median(fps["renderer"]))
+    return record
+
+
+def print_stages(stages: list[tuple[str, float]], renderer_ms: float) -> None:
+    total = sum(ms for _, ms in stages)
+    print("### Where a frame's time goes (ms per frame, each stage alone, batch 1)\n")
+    print("| stage | ms | share of the sum |")
+    print("|---|---:|---:|")
+    for name, milliseconds in stages:
+        print(f"| {name} | {milliseconds:.1f} | {milliseconds / total:.0%} |")
+    print(f"| sum | {total:.1f} | 100% |")
+    print(f"| Renderer, measured above (overlapping stages) | {renderer_ms:.1f} | |\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        run(args)
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Training step: the engine's step against bare loops, and our FPN against smp's.
+
+Per architecture (FPN and UNET on resnext50) and precision (float32, bf16 autocast), on the same
+pre-made batches and in one process, these take turns epoch by epoch (A B C, C B A, ...):
+- engine: Trainer.train_one_epoch, the loop of train.py (forward, loss, backward, optimizer
+  step, on-device loss bookkeeping) with the default config's model, loss (bce_dice), optimizer
+  (Adam) and memory format (channels_last), over an in-memory list of batches.
+- bare: the same model, loss and optimizer in a plain five-line loop: what the engine adds.
+- smp (FPN only): segmentation_models_pytorch.FPN("resnext50_32x4d", encoder_weights=None) with
+  BCEWithLogits on one-hot targets, Adam, same batch, size, dtype and memory format.
+- model only (FPN only): our model in the bare loop with smp's BCEWithLogits: model against
+  model, the loss set apart.
+Targets: engine time per step <= 1.00x smp's (>= 1.0x its speed), <= 1.05x the bare loop's.
+
+    python bench/bench_train_step.py [--device cuda] [--quick] [--size 512x1024 --batch 2]
+        [--steps 10] [--rounds 5] [--archs fpn unet] [--precisions float32 bf16] [--json out]
+
+Note: Trainer.train_one_epoch updates no confusion matrix (metrics are computed in evaluate);
+bench_metrics.py measures that update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.common import (
+    CLOCKS,
+    Result,
+    add_clock_option,
+    add_common_options,
+    apply_threads,
+    interleave,
+    paired_ratio,
+    parse_size,
+    ratio_spread,
+    report,
+    resolve_clock,
+    resolve_device,
+    run_guarded,
+    synchronize,
+)
+from segmentation.config import Config, ModelConfig
+from segmentation.data.build import scheme_for
+from segmentation.engine.distributed import DistributedContext
+from segmentation.engine.optim import build_optimizer, build_scheduler
+from segmentation.engine.restore import model_from_config
+from segmentation.engine.run_logger import RunLogger
+from segmentation.engine.trainer import AMP_DTYPES, StopRequest, Trainer, TrainState, autocast
+from segmentation.losses import build_loss
+
+PRECISIONS = {"float32": "off", "bf16": "bf16"}  # -> train.amp
+SMP_ENCODERS = {"resnext50": "resnext50_32x4d"}
+# (ours, reference, target on the time ratio, what the row says)
+COMPARISONS = (
+    ("engine", "smp", "<= 1.00", "engine vs smp"),
+    ("engine", "bare", "<= 1.05", "engine vs bare loop"),
+    ("model_only", "smp", "", "our model vs smp, both bare + BCE"),
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_options(parser)
+    add_clock_option(parser)
+    parser.add_argument("--archs", nargs="+", choices=("fpn", "unet"), default=["fpn", "unet"])
+    parser.add_argument("--backbone", default="resnext50")
+    parser.add_argument(
+        "--size", help="HxW (default: cuda 512x1024; cpu 128x256; cpu --quick 64x128)"
+    )
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--steps", type=int, help="batches per timed epoch (cuda 10; cpu 2; cpu --quick 1)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=tuple(PRECISIONS),
+        help="default float32 and bf16; float32 only with --quick on the CPU",
+    )
+    parser.add_argument(
+        "--bf16-size",
+        help="HxW of the bf16 runs on the CPU, which has no bf16 instructions here (~18x slower "
+        "than float32): default 64x128, 1 step per epoch, 2 rounds",
+    )
+    parser.add_argument(
+        "--memory-format",
+        choices=("channels_last", "contiguous"),
+        default="channels_last" if ModelConfig().channels_last else "contiguous",
+        help="of models and inputs, all variants alike (default: the config's default)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="time each phase of a step, even if targets met"
+    )
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    args.size = args.size or ("512x1024" if cuda else "64x128" if args.quick else "128x256")
+    args.steps = args.steps or (10 if cuda else 1 if args.quick else 2)
+    if args.precisions is None:
+        args.precisions = ["float32"] if args.quick and not cuda else list(PRECISIONS)
+    args.bf16_size = args.bf16_size or (args.size if cuda else "64x128")
+    return args
+
+
+def make_batches(
+    count: int,
+    batch: int,
+    size: tuple[int, int],
+    classes: int,
+    device: torch.device,
+    one_hot: bool = True,
+) -> list[dict]:
+    """Batches as train.py's DataLoader gives them: image (B, 3, H, W) float32 and target
+    (B, H, W) uint8 on the host (pinned for CUDA); with `one_hot`, also smp's float target
+    (B, C, H, W), made ahead and already on the device (not charged to smp's step)."""
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(count):
+        image = torch.randn(batch, 3, *size, generator=generator)
+        target = torch.randint(0, classes, (batch, *size), generator=generator, dtype=torch.uint8)
+        if device.type == "cuda":
+            image, target = image.pin_memory(), target.pin_memory()
+        batches.append({"image": image, "target": target})
+        if one_hot:
+            encoded = F.one_hot(target.long(), classes).permute(0, 3, 1, 2).float()
+            batches[-1]["one_hot"] = encoded.to(device)
+    return batches
+
+
+def bare_loop(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, dict, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batches: list[dict],
+    amp: str,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> Callable[[], None]:
+    """One epoch of the plainest training loop: what any of the variants has to do."""
+
+    def epoch() -> None:
+        model.train()
+        for batch in batches:
+            images = batch["image"].to(device, non_blocking=True)
+            images = images.contiguous(memory_format=memory_format)
+            target = batch["target"].to(device, non_blocking=True).long()
+            with autocast(device, amp):
+                loss = loss_fn(model(images), batch, target)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return epoch
+
+
+def engine_epoch(config: Config, model, loss_fn, batches, device) -> Callable[[], None]:
+    """One epoch of Trainer.train_one_epoch, built as TrainingRun builds it (no logging)."""
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, total_iters=len(batches))
+    trainer = Trainer(
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16"),
+        context=DistributedContext(0, 1, 0, device),
+        class_names=scheme_for(config.data).class_names,
+        amp=config.train.amp,
+        accumulate=1,
+        grad_clip=None,
+        freeze_encoder_iters=0,
+        skip_nonfinite=0,
+        channels_last=config.model.channels_last,
+        run_logger=RunLogger(Path(tempfile.gettempdir()), enabled=False),
+        stop=StopRequest(),
+        state=TrainState(),
+        log_every=10**9,
+    )
+    return lambda: trainer.train_one_epoch(batches, 0, 1)
+
+
+def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, dict]:
+    """The loops to compare for one architecture and precision (see the module docstring):
+    ({name: one epoch}, {name: (model, loss, optimizer) of each bare loop})."""
+    amp = PRECISIONS[precision]
+    config = Config()
+    config.model.arch, config.model.backbone, config.model.pretrained = arch, args.backbone, None
+    config.model.channels_last = args.memory_format == "channels_last"
+    config.train.amp = amp
+    memory_format = torch.channels_last if config.model.channels_last else torch.contiguous_format
+    scheme = scheme_for(config.data)
+    torch.manual_seed(0)
+    model = model_from_config(config, scheme, pretrained=None).to(device)
+    model.to(memory_format=memory_format)
+    loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options).to(device)
+    bce = nn.BCEWithLogitsLoss()
+
+    def our_loss(logits, batch, target):
+        return loss_fn(logits, target)
+
+    def smp_loss(logits, batch, target):
+        return bce(logits.float(), batch["one_hot"])
+
+    parts = {"bare": (model, our_loss, build_optimizer(model, config.optim))}
+    if arch == "fpn":
+        encoder = SMP_ENCODERS.get(args.backbone, args.backbone)
+        theirs = smp.FPN(encoder, encoder_weights=None, classes=scheme.num_classes)
+        theirs = theirs.to(device, memory_format=memory_format)
+        parts["smp"] = (theirs, smp_loss, build_optimizer(theirs, config.optim))
+        parts["model_only"] = (model, smp_loss, build_optimizer(model, config.optim))
+    loops = {"engine": engine_epoch(config, model, loss_fn, batches, device)}
+    for name, (net, loss, optimizer) in parts.items():
+        loops[name] = bare_loop(net, loss, optimizer, batches, amp, device, memory_format)
+    return loops, parts
+
+
+VARIANT_NAMES = {
+    "bare": "ours (model + bce_dice)",
+    "model_only": "our model + BCE",
+    "smp": "smp FPN + BCE",
+}
+PHASES = ("to device", "forward", "loss", "backward", "optimizer step")
+
+
+def step_phases(net, loss_fn, optimizer, batch, amp, device, memory_format, clock) -> list[float]:
+    """Milliseconds of each phase (PHASES) of one bare-loop step, the device synced between."""
+    now = CLOCKS[clock]
+    marks = []
+
+    def mark() -> None:
+        synchronize(device)
+        marks.append(now())
+
+    mark()
+    images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    target = batch["target"].to(device, non_blocking=True).long()
+    mark()
+    with autocast(device, amp):
+        logits = net(images)
+    mark()
+    with autocast(device, amp):
+        loss = loss_fn(logits, batch, target)
+    mark()
+    loss.backward()
+    mark()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    mark()
+    return [(b - a) * 1e3 for a, b in zip(marks, marks[1:])]
+
+
+def profile_phases(parts: dict, batch: dict, args, precision: str, device, rounds: int) -> dict:
+    """Median ms per phase of each bare loop's step, the loops taking turns."""
+    memory_format = torch.channels_last
+    if args.memory_format != "channels_last":
+        memory_format = torch.contiguous_format
+    amp, clock = PRECISIONS[precision], resolve_clock(args)
+    times: dict[str, list[list[float]]] = {name: [] for name in parts}
+    order = list(parts)
+    for _ in range(rounds):
+        for name in order:
+            net, loss, optimizer = parts[name]
+            times[name].append(
+                step_phases(net, loss, optimizer, batch, amp, device, memory_format, clock)
+            )
+        order.reverse()
+    return {
+        name: {phase: statistics.median(r[i] for r in runs) for i, phase in enumerate(PHASES)}
+        for name, runs in times.items()
+    }
+
+
+def bench(arch: str, precision: str, args, device) -> tuple[list[Result], dict]:
+    cpu_bf16 = precision == "bf16" and device.type == "cpu"
+    size_text = args.bf16_size if cpu_bf16 else args.size
+    size = parse_size(size_text, 64 if arch == "unet" else 32)
+    steps, rounds = (1, 2) if cpu_bf16 else (args.steps, args.rounds)
+    classes = scheme_for(Config().data).num_classes
+    batches = make_batches(steps, args.batch, size, classes, device)
+    loops, parts = variants(arch, args, precision, batches, device)
+    clock = resolve_clock(args)
+    seconds = interleave(loops, rounds, device, warmup=args.warmup, clock=clock)
+    ms = {name: [s * 1e3 / steps for s in values] for name, values in seconds.items()}
+    median = {name: statistics.median(values) for name, values in ms.items()}
+    label = f"train step {arch.upper()}-{args.backbone} {precision} {size_text} b{args.batch}"
+    note = f"{rounds} rounds x {steps} steps, {clock} clock"
+    rows = []
+    for ours, reference, target, what in COMPARISONS:
+        if reference not in ms:
+            continue
+        low, high = ratio_spread(ms[ours], ms[reference])
+        rows.append(
+            Result(
+                f"{label}: {what}",
+                median[ours],
+                median[reference],
+                "ms/step",
+                target,
+                note=f"{note}; per-round ratio {low:.3f}..{high:.3f}",
+                paired=paired_ratio(ms[ours], ms[reference]),
+            )
+        )
+    details = {"size": size_text, "steps": steps, "rounds": rounds, "ms_per_step": ms}
+    if args.profile or any(row.met is False for row in rows):
+        details["phases_ms"] = profile_phases(parts, batches[0], args, precision, device, rounds)
+    return rows, details
+
+
+def run(args: argparse.Namespace) -> dict:
+    apply_threads(args.threads)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = Config().train.cudnn_benchmark
+    rows, details = [], {}
+    for precision in args.precisions:
+        bf16 = AMP_DTYPES[PRECISIONS[precision]] is torch.bfloat16
+        if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            print(f"note: {torch.cuda.get_device_name()} has no bf16: bf16 skipped")
+            continue
+        for arch in args.archs:
+            arch_rows, arch_details = bench(arch, precision, args, device)
+            rows += arch_rows
+            details[f"{arch}/{precision}"] = arch_details
+    record = report("bench_train_step", args, rows, details, "Training step")
+    for key, values in details.items():
+        if "phases_ms" in values:
+            print_phases(key, values["phases_ms"])
+    return record
+
+
+def print_phases(key: str, phases: dict[str, dict[str, float]]) -> None:
+    names = list(phases)
+    print(f"### {key}: where a bare-loop step's time goes (ms, median, device synced)\n")
+    print("| phase | " + " | ".join(VARIANT_NAMES[name] for name in names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for phase in PHASES:
+        cells = " | ".join(f"{phases[name][phase]:.1f}" for name in names)
+        print(f"| {phase} | {cells} |")
+    totals = " | ".join(f"{sum(phases[name].values()):.1f}" for name in names)
+    print(f"| sum | {totals} |\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        run(args)
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

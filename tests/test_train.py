@@ -1,0 +1,248 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import small_config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from segmentation.engine.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp_path: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_train(*args) -> int:
+    return train.main([str(arg) for arg in args])
+
+
+@pytest.mark.parametrize(
+    ("arch", "loss"), [("fpn", "bce_dice"), ("unet", "bce_dice"), ("fpn", "ce")]
+)
+def test_one_epoch_leaves_a_complete_run_directory(cityscapes_root, tmp_path, arch, loss):
+    run_dir = tmp_path / "run"
+    config = small_config(
+        cityscapes_root,
+        run_dir,
+        loss={"name": loss},
+        optim={"scheduler": "poly", "warmup_iters": 1},
+    )
+    if arch == "unet":
+        config["model"].update(arch="unet", options={"num_filters": 8})
+        config["data"]["image_size"] = [64, 64]
+    assert run_train("--config", write_config(tmp_path, config)) == 0
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["class_names"][0] == "void" and len(state["class_names"]) == 8
+    assert state["config"]["model"]["arch"] == arch
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "state"} <= set(state)
+    assert state["state"]["epoch"] == 1 and state["state"]["step"] == 3
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["epoch"] == 1 and 0.0 <= record["val_mIoU"] <= 1.0
+    assert set(record["per_class"]) == set(state["class_names"])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"] == arch
+
+
+def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path):
+    run_dir = tmp_path / "run"
+    config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "log_images": 2})
+    assert run_train("--config", write_config(tmp_path, config), "--set", "train.seed=3") == 0
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"val/loss", "val/mIoU", "val/mDice", "train/epoch_loss"} <= scalars
+    assert {"val_IoU/flat", "val_Dice/vehicle", "train/epoch_images_per_second"} <= scalars
+    assert [event.step for event in accumulator.Scalars("val/mIoU")] == [1, 2]
+    (image_tag,) = accumulator.Tags()["images"]
+    panel = accumulator.Images(image_tag)[-1]
+    # one row per image: input, truth and prediction side by side
+    assert panel.width == 3 * 64 and panel.height == 2 * 32
+
+
+def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, monkeypatch):
+    from segmentation.engine import trainer
+
+    original = trainer.Trainer.__init__
+
+    def every_step(self, **kwargs):
+        original(self, **{**kwargs, "log_every": 1})
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", every_step)
+    run_dir = tmp_path / "run"
+    assert (
+        run_train("--config", write_config(tmp_path, small_config(cityscapes_root, run_dir))) == 0
+    )
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train/loss")] == [1, 2, 3]
+    assert {"train/lr", "train/images_per_second"} <= set(accumulator.Tags()["scalars"])
+
+
+def test_resume_is_exact(cityscapes_root, tmp_path):
+    """1 epoch, then --resume for 2 more, ends on the weights of 3 epochs straight, also with
+    DataLoader workers in one run and not the other (dropout on: the RNG state resumes too)."""
+    common = {"train": {"epochs": 3, "seed": 5}}
+    straight = small_config(cityscapes_root, tmp_path / "straight", **common)
+    assert run_train("--config", write_config(tmp_path, straight, "a.yaml")) == 0
+    split = small_config(cityscapes_root, tmp_path / "split", **common)
+    config = write_config(tmp_path, split, "b.yaml")
+    assert run_train("--config", config, "--epochs", 1, "--workers", 2) == 0
+    assert run_train("--resume", tmp_path / "split" / "last.pt", "--epochs", 3) == 0
+    expected = load_checkpoint(tmp_path / "straight" / "last.pt")
+    found = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert found["state"]["epoch"] == 3
+    for key, tensor in expected["model"].items():
+        assert torch.equal(tensor, found["model"][key]), key
+    assert expected["state"]["best_metric"] == found["state"]["best_metric"]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
+    first = small_config(cityscapes_root, tmp_path / "first")
+    assert run_train("--config", write_config(tmp_path, first)) == 0
+    assert (
+        run_train(
+            "--config",
+            write_config(tmp_path, first),
+            "--init-from",
+            tmp_path / "first" / "best.pt",
+            "--output-dir",
+            tmp_path / "second",
+            "--image-size",
+            "64x128",
+        )
+        == 0
+    )
+    state = load_checkpoint(tmp_path / "second" / "last.pt")
+    assert state["config"]["data"]["image_size"] == [64, 128]
+    assert state["state"]["epoch"] == 1
+
+
+def test_init_from_another_class_count_says_expected_and_found(cityscapes_root, tmp_path, capsys):
+    first = small_config(cityscapes_root, tmp_path / "first")
+    assert run_train("--config", write_config(tmp_path, first)) == 0
+    code = run_train(
+        "--config",
+        write_config(tmp_path, first),
+        "--labels",
+        "road",
+        "--init-from",
+        tmp_path / "first" / "last.pt",
+        "--output-dir",
+        tmp_path / "second",
+    )
+    assert code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0
+    assert "expected ['background', 'road']" in message and "found ['void'" in message
+
+
+def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    config = write_config(tmp_path, small_config(cityscapes_root, run_dir))
+    assert run_train("--config", config) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    assert not (run_dir / "last.pt").exists()
+
+
+def test_unknown_config_keys_are_named_with_the_valid_ones(cityscapes_root, tmp_path, capsys):
+    config = small_config(cityscapes_root, tmp_path / "run")
+    config["train"]["epoch"] = 3
+    assert run_train("--config", write_config(tmp_path, config)) == 2
+    error = capsys.readouterr().err
+    assert "epoch" in error and "valid keys are epochs, batch_size" in error
+
+
+def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
+    from segmentation.errors import UserError
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "segmentation-checkpoint", "payload": Path("x")}, path)
+    with pytest.raises(UserError, match="pickle"):
+        load_checkpoint(path)
+
+
+def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "batch_size": 2})
+    config["model"]["sync_batchnorm"] = True
+    path = write_config(tmp_path, config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(REPO / "train.py"),
+        "--config",
+        str(path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # rank 0 alone writes
+    state = load_checkpoint(run_dir / "last.pt")
+    # 15 training images: 8 per process (one padded), 2 a batch: 4 steps an epoch.
+    assert state["state"]["step"] == 8
+    recorded = json.loads(lines[-1])
+    # The validation scores were reduced over both shards: one process scoring the whole split
+    # with the saved weights finds the same (up to float noise from other batch layouts), and
+    # either shard alone would not.
+    loss, miou, shard_losses = single_process_validation(state)
+    assert recorded["val_loss"] == pytest.approx(loss, rel=1e-4)
+    assert recorded["val_mIoU"] == pytest.approx(miou, abs=5e-3)
+    assert all(abs(shard - loss) > 1e-3 for shard in shard_losses)
+
+
+def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
+    from segmentation.config import config_from_dict
+    from segmentation.data.build import build_training_datasets, scheme_for
+    from segmentation.engine.restore import model_from_config
+    from segmentation.losses import build_loss
+    from segmentation.metrics import ConfusionMatrix, predictions_from_logits
+    from segmentation.models import encoder_normalization
+
+    config = config_from_dict(state["config"])
+    scheme = scheme_for(config.data)
+    model = model_from_config(config, scheme, None)
+    model.load_state_dict(state["model"])
+    model.eval().to(memory_format=torch.channels_last)
+    _, val = build_training_datasets(config.data, *encoder_normalization(config.model.backbone))
+    matrix = ConfusionMatrix(scheme.num_classes, "cpu")
+    loss_fn = build_loss(config.loss.name, scheme.num_classes)
+    # The shards and batches of the run: rank r scores images r, r + 2, ... two at a time.
+    shard_losses = []
+    with torch.no_grad():
+        for rank in range(2):
+            indices = list(range(rank, len(val), 2))
+            total, count = 0.0, 0
+            for start in range(0, len(indices), 2):
+                items = [val[i] for i in indices[start : start + 2]]
+                images = torch.stack([item["image"] for item in items])
+                target = torch.stack([item["target"] for item in items]).long()
+                logits = model(images.contiguous(memory_format=torch.channels_last))
+                total += loss_fn(logits, target).item() * len(items)
+                count += len(items)
+                matrix.update(predictions_from_logits(logits), target)
+            shard_losses.append((total, count))
+    loss = sum(total for total, _ in shard_losses) / sum(count for _, count in shard_losses)
+    shards = [total / count for total, count in shard_losses]
+    return loss, matrix.compute(scheme.class_names)["mIoU"], shards
