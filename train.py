@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def run() -> None:
-        from segmentation.engine.run import run_training
-
         config = resolve_config(args)
+        from segmentation.engine.run import run_training  # slow to import: after config checks
+
         metrics = run_training(config, resume=args.resume, init_from=args.init_from)
         if int(os.environ.get("RANK", "0")) == 0 and metrics:
             _print_next_steps(Path(config.output_dir), config)

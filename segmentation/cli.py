@@ -48,7 +48,7 @@ def run_guarded(function: Callable[[], object], *, debug: bool = False) -> int:
         if debug:
             raise
         print(f"error: {user_message(error)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         if debug:
             raise

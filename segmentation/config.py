@@ -85,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     key_metric: str = "mIoU"  # what best.pt maximizes: mIoU | mDice | pixel_accuracy
     log_images: int = 4  # validation images in the TensorBoard panel
+    log_every: int = 20  # optimizer steps between training scalars (loss, lr, images/s)
     skip_nonfinite: int = 0  # batches with a NaN/inf loss to skip before stopping
     cudnn_benchmark: bool = True
 

@@ -27,11 +27,11 @@ from segmentation.engine.optim import build_optimizer, build_scheduler, steps_pe
 from segmentation.engine.restore import check_compatible, model_from_config
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
-from segmentation.engine.trainer import StopRequest, Trainer, TrainState
+from segmentation.engine.trainer import StopRequest, Trainer, TrainingInterrupted, TrainState
 from segmentation.engine.validate import validate_config
 from segmentation.errors import UserError
 from segmentation.losses import build_loss, class_weights_from_pixel_counts
-from segmentation.models import encoder_normalization
+from segmentation.models import check_input_size, encoder_normalization, required_input_multiple
 from segmentation.visualize import denormalize, overlay
 
 
@@ -119,6 +119,7 @@ def _install_signal_handlers(stop: StopRequest) -> dict:
             raise KeyboardInterrupt
         stop.requested = True
         stop.signal_name = signal.Signals(signum).name
+        stop.signal_number = signum
         logger.warning(
             "%s received: finishing the current step and saving last.pt", stop.signal_name
         )
@@ -170,6 +171,13 @@ class TrainingRun:
         init_state = load_checkpoint(init_from) if init_from else None
         if init_state is not None:
             check_compatible(init_state, config, init_from)
+        height, width = config.data.image_size
+        check_input_size(
+            height, width, required_input_multiple(config.model.arch), config.model.arch
+        )
+        self.mean, self.std = encoder_normalization(config.model.backbone)
+        self.train_set, self.val_set = build_training_datasets(config.data, self.mean, self.std)
+        # Only once the inputs are known good: a failed start leaves no folder behind.
         if context.is_main:
             _prepare_run_dir(self.run_dir, resuming=resume_state is not None)
 
@@ -180,8 +188,6 @@ class TrainingRun:
         model = model_from_config(config, self.scheme, pretrained)
         if init_state is not None:
             model.load_state_dict(init_state["model"])
-        self.mean, self.std = encoder_normalization(config.model.backbone)
-        self.train_set, self.val_set = build_training_datasets(config.data, self.mean, self.std)
         model.to(self.device)
         if config.model.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -268,6 +274,7 @@ class TrainingRun:
             run_logger=self.run_logger,
             stop=self.stop,
             state=state,
+            log_every=train_config.log_every,
         )
         self.state = state
         if context.is_main:
@@ -336,9 +343,10 @@ class TrainingRun:
                 result = self.trainer.train_one_epoch(self.train_loader, epoch, epochs)
                 if result.interrupted:
                     path = self._save("last.pt")
-                    raise UserError(
+                    raise TrainingInterrupted(
                         f"stopped by {self.stop.signal_name} in epoch {epoch + 1} after step "
-                        f"{state.step}; saved {path}: continue with --resume {path}"
+                        f"{state.step}; saved {path}: continue with --resume {path}",
+                        self.stop.signal_number,
                     )
                 metrics, kept = self.trainer.evaluate(self.val_loader, config.train.log_images)
                 if not steps_per_iteration(self.scheduler):

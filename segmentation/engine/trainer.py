@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from segmentation.engine.distributed import DistributedContext, broadcast_flag
 from segmentation.engine.optim import steps_per_iteration
-from segmentation.engine.run_logger import RunLogger
+from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.errors import UserError
 from segmentation.metrics import ConfusionMatrix, predictions_from_logits
 from segmentation.models import set_encoder_trainable
@@ -30,6 +30,15 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; nothing after the last good checkpoint was saved."""
+
+
+class TrainingInterrupted(UserError):
+    """A signal stopped training after a checkpoint was saved; exits 128 + the signal number,
+    as a shell reports a process killed by that signal."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 @dataclass
@@ -51,6 +60,7 @@ class StopRequest:
 
     requested: bool = False
     signal_name: str = ""
+    signal_number: int = 0
 
 
 @dataclass
@@ -247,6 +257,13 @@ class Trainer:
         self.state.skipped_batches += 1
         self.state.epoch_batches += 1
         self.optimizer.zero_grad(set_to_none=True)
+        logger.warning(
+            "skipped a batch with a NaN or infinite loss (epoch %d, step %d): %d of %d allowed",
+            epoch + 1,
+            self.state.step + 1,
+            self.state.skipped_batches,
+            self.skip_nonfinite,
+        )
         if self.state.skipped_batches > self.skip_nonfinite:
             raise NonFiniteLossError(
                 f"{self.state.skipped_batches} batches had a NaN or infinite loss, more than "

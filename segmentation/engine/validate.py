@@ -29,6 +29,7 @@ def validate_config(config: Config) -> None:
         ("train.epochs", train.epochs),
         ("train.batch_size", train.batch_size),
         ("train.accumulate", train.accumulate),
+        ("train.log_every", train.log_every),
         ("optim.lr", config.optim.lr),
         ("data.image_size height", data.image_size[0]),
         ("data.image_size width", data.image_size[1]),

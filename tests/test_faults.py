@@ -1,0 +1,279 @@
+"""Interruptions, faults and bad input: nothing is lost, and every mistake explains itself.
+
+Most cases run the real command lines as subprocesses and check the exit code, the one-line
+message and that no file was lost.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import small_config
+
+import train
+from segmentation.data.synthetic import generate_cityscapes
+from segmentation.engine.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_script(script: str, *args, timeout: int = 180) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / script), *map(str, args)]
+    return subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def long_epochs_root(tmp_path_factory) -> Path:
+    """40 training images: 20 steps an epoch at batch 2, long enough to interrupt."""
+    root = tmp_path_factory.mktemp("cityscapes_long")
+    generate_cityscapes(
+        root,
+        height=64,
+        width=128,
+        train_per_city=8,
+        val_per_city=1,
+        test_per_city=1,
+        video_frames=1,
+        seed=4,
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cityscapes_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("faults") / "run"
+    config = write_yaml(run_dir.parent / "c.yaml", small_config(cityscapes_root, run_dir))
+    assert train.main(["--config", str(config)]) == 0
+    return run_dir / "last.pt"
+
+
+@pytest.fixture
+def one_thread():
+    """The subprocesses run on one thread; in-process runs must too, to add up floats in the
+    same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sigterm_mid_epoch_saves_and_resume_matches_a_straight_run(
+    long_epochs_root, tmp_path, one_thread
+):
+    settings = {"train": {"epochs": 2, "batch_size": 2, "seed": 7}}
+    straight = small_config(long_epochs_root, tmp_path / "straight", **settings)
+    assert train.main(["--config", str(write_yaml(tmp_path / "a.yaml", straight))]) == 0
+
+    run_dir = tmp_path / "interrupted"
+    config = write_yaml(tmp_path / "b.yaml", small_config(long_epochs_root, run_dir, **settings))
+    command = [sys.executable, str(REPO / "train.py"), "--config", str(config)]
+    process = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "last.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "the first epoch never finished"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert f"--resume {run_dir / 'last.pt'}" in stderr and "Traceback" not in stderr
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["state"]["epoch"] == 1 and 0 < state["state"]["epoch_batches"] < 20
+
+    assert train.main(["--resume", str(run_dir / "last.pt")]) == 0
+    expected = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    resumed = load_checkpoint(run_dir / "last.pt")["model"]
+    for key, tensor in expected.items():
+        assert torch.equal(tensor, resumed[key]), key
+
+
+def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(cityscapes_root, tmp_path):
+    # A learning-rate typo: the weights overflow after the first step.
+    config = small_config(cityscapes_root, tmp_path / "run", optim={"lr": 1.0e30})
+    result = run_script("train.py", "--config", write_yaml(tmp_path / "c.yaml", config))
+    assert_one_line_error(result, "NaN or infinite at step 2", "train.grad_clip")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_skipping_bad_batches_stops_past_the_allowance(cityscapes_root, tmp_path):
+    config = small_config(
+        cityscapes_root, tmp_path / "run", optim={"lr": 1.0e30}, train={"skip_nonfinite": 1}
+    )
+    result = run_script("train.py", "--config", write_yaml(tmp_path / "c.yaml", config))
+    assert_one_line_error(result, "2 batches had a NaN or infinite loss", "skip_nonfinite=1")
+    assert "skipped a batch with a NaN or infinite loss" in result.stderr
+
+
+def test_a_nan_model_never_overwrites_a_good_checkpoint(cityscapes_root, tmp_path, monkeypatch):
+    from segmentation import losses
+
+    run_dir = tmp_path / "run"
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir))
+    assert train.main(["--config", str(config)]) == 0
+    good_last, good_best = (run_dir / "last.pt").read_bytes(), (run_dir / "best.pt").read_bytes()
+
+    original = losses.BCEDiceLoss.forward
+    monkeypatch.setattr(
+        losses.BCEDiceLoss, "forward", lambda self, *a: original(self, *a) * float("nan")
+    )
+    assert train.main(["--resume", str(run_dir / "last.pt"), "--epochs", "2"]) == 2
+    assert (run_dir / "last.pt").read_bytes() == good_last
+    assert (run_dir / "best.pt").read_bytes() == good_best
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(
+    cityscapes_root, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir))
+    assert train.main(["--config", str(config)]) == 0
+    previous = (run_dir / "last.pt").read_bytes()
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    assert train.main(["--resume", str(run_dir / "last.pt"), "--epochs", "2"]) == 2
+    message = capsys.readouterr().err
+    assert "No space left on device" in message and "previous checkpoint there is intact" in message
+    assert (run_dir / "last.pt").read_bytes() == previous
+    assert sorted(path.name for path in run_dir.iterdir() if path.name.startswith(".")) == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_script("train.py", "--config", tmp_path / "missing.yaml", "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def bad_train_inputs(root: Path, tmp: Path, kitti_root: Path, checkpoint: Path) -> dict:
+    base = small_config(root, tmp / "run")
+    blocker = tmp / "a_file"
+    blocker.write_text("")
+    typo = {**base, "train": {**base["train"], "epoch": 3}}
+    unet = {**base, "model": {**base["model"], "arch": "unet", "options": {}}}
+    kitti = {**base, "data": {**base["data"], "dataset": "kitti", "labels": "road"}}
+    return {
+        "missing config": (["--config", tmp / "nope.yaml"], ["nope.yaml does not exist"]),
+        "config typo": (["--config", write_yaml(tmp / "t.yaml", typo)], ["epoch", "epochs"]),
+        "bad image size": (
+            ["--config", write_yaml(tmp / "u.yaml", unet), "--image-size", "100x200"],
+            ["100x200 is not a multiple of 64", "64x192 or 128x256"],
+        ),
+        "wrong cityscapes root": (
+            ["--config", write_yaml(tmp / "w.yaml", base), "--data-root", kitti_root],
+            ["leftImg8bit", "Cityscapes layout"],
+        ),
+        "wrong kitti root": (
+            ["--config", write_yaml(tmp / "k.yaml", kitti), "--data-root", root],
+            ["data_road", "KITTI road layout"],
+        ),
+        "missing resume checkpoint": (["--resume", tmp / "gone.pt"], ["gone.pt does not exist"]),
+        "init-from another class count": (
+            [
+                "--config",
+                write_yaml(tmp / "i.yaml", base),
+                "--labels",
+                "official",
+                "--init-from",
+                checkpoint,
+            ],
+            ["expected ['road'", "found ['void'"],
+        ),
+        "unwritable output directory": (
+            ["--config", write_yaml(tmp / "o.yaml", base), "--output-dir", blocker / "run"],
+            ["cannot write to run directory", "--output-dir"],
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing config",
+        "config typo",
+        "bad image size",
+        "wrong cityscapes root",
+        "wrong kitti root",
+        "missing resume checkpoint",
+        "init-from another class count",
+        "unwritable output directory",
+    ],
+)
+def test_bad_training_input(case, cityscapes_root, kitti_root, checkpoint, tmp_path):
+    args, fragments = bad_train_inputs(cityscapes_root, tmp_path, kitti_root, checkpoint)[case]
+    result = run_script("train.py", *args)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpoint, tmp_path):
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": Path("not a tensor")}, pickled)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "keep.png").write_text("mine")
+    cases = [
+        ("evaluate.py", ["--checkpoint", tmp_path / "x.pt"], ["x.pt does not exist"]),
+        ("evaluate.py", ["--checkpoint", pickled], ["pickle", "refused"]),
+        (
+            "evaluate.py",
+            ["--checkpoint", checkpoint, "--data-root", kitti_root],
+            ["Cityscapes layout"],
+        ),
+        (
+            "evaluate.py",
+            ["--checkpoint", checkpoint, "--export-dir", export],
+            ["is not empty", "--export-dir"],
+        ),
+        (
+            "inference.py",
+            ["--checkpoint", checkpoint, "--input", empty, "--output", tmp_path / "out"],
+            ["no images", "--input"],
+        ),
+        (
+            "inference.py",
+            [
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                cityscapes_root / "leftImg8bit" / "val" / "lindau",
+                "--output",
+                blocker / "out",
+            ],
+            ["cannot create output folder"],
+        ),
+    ]
+    for script, args, fragments in cases:
+        assert_one_line_error(run_script(script, *args), *fragments)
+    assert (export / "keep.png").read_text() == "mine"
