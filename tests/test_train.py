@@ -186,8 +186,16 @@ def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path):
         "--config",
         str(path),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # torchrun passes SIGTERM on to its workers, which exit
+        _, stderr = process.communicate(timeout=120)
+        pytest.fail(f"the DDP run hung: {stderr[-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # rank 0 alone writes
     state = load_checkpoint(run_dir / "last.pt")
