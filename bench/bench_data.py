@@ -225,6 +225,7 @@ def cprofile_top(dataset: SegmentationDataset, lines: int = 14) -> str:
 def run(args: argparse.Namespace) -> dict:
     apply_threads(args.threads)
     device = resolve_device(args.device)
+    parse_size(args.size, 32), parse_size(args.source_size)  # fail before generating data
     details: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as folder:
         root = args.data_root or generate(args, Path(folder))

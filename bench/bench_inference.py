@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import sys
 import tempfile
@@ -173,6 +174,27 @@ def stage_breakdown(
     return [(name, statistics.mean(values)) for name, values in stages.items()]
 
 
+def all_cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its ended children: the Renderer's
+    DataLoader workers are joined when its loader is exhausted, so a finished run counts them."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timing_predict(renderer: Renderer, spent: list[float]) -> None:
+    """Record the wall time of each Renderer._predict call (normalize, forward, argmax, to
+    host) of this one instance into `spent`: how much of a run is the model's part."""
+    predict = renderer._predict
+
+    def timed_predict(images: torch.Tensor):
+        start = time.perf_counter()
+        classes = predict(images)
+        spent.append(time.perf_counter() - start)
+        return classes
+
+    renderer._predict = timed_predict
+
+
 def run(args: argparse.Namespace) -> dict:
     apply_threads(args.threads)
     device = resolve_device(args.device)
@@ -183,6 +205,17 @@ def run(args: argparse.Namespace) -> dict:
         workers=args.workers,
         overwrite=True,
     )
+    cpu: dict[str, list[float]] = {"renderer": [], "bare": []}
+    predict_seconds: list[float] = []
+
+    def with_cpu(name: str, function: Callable[[], object]) -> Callable[[], None]:
+        def measured() -> None:
+            start = all_cpu_seconds()
+            function()
+            cpu[name].append(all_cpu_seconds() - start)
+
+        return measured
+
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as name:
         folder = Path(name)
         pattern = make_frames(folder, size, args.frames)
@@ -192,25 +225,44 @@ def run(args: argparse.Namespace) -> dict:
         bare = bare_forward(trained, frames, args.batch_size)
         bare(1)  # warm up the model (kernel choices, allocator) once for both sides
         renderer = Renderer(trained, options)
-        reports = []
+        spent: list[float] = []
+        timing_predict(renderer, spent)
 
         def render() -> None:
-            reports.append(renderer.run(pattern, folder / "renders"))
+            spent.clear()
+            renderer.run(pattern, folder / "renders")
+            predict_seconds.append(sum(spent))
 
-        seconds = interleave(
-            {"renderer": render, "bare": bare}, args.rounds, device, warmup=0, clock="wall"
-        )
+        sides = {"renderer": with_cpu("renderer", render), "bare": with_cpu("bare", bare)}
+        seconds = interleave(sides, args.rounds, device, warmup=0, clock="wall")
         sample = paths[: 3 if args.quick else 6]
         stages = stage_breakdown(trained, sample, options, folder / "stages")
-    count = len(paths)
-    fps = {name: [count / s for s in values] for name, values in seconds.items()}
-    low, high = ratio_spread(seconds["bare"], seconds["renderer"])
+    rows = result_rows(args, len(paths), seconds, cpu if device.type == "cpu" else None)
+    details = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "renderer_seconds_in_predict": predict_seconds,
+        "stages_ms_per_frame": stages,
+    }
+    record = report("bench_inference", args, rows, details, "Inference")
+    per_frame = {
+        "renderer": 1e3 * statistics.median(seconds["renderer"]) / len(paths),
+        "in_predict": 1e3 * statistics.median(predict_seconds) / len(paths),
+        "bare": 1e3 * statistics.median(seconds["bare"]) / len(paths),
+    }
+    print_stages(stages, per_frame)
+    return record
+
+
+def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Result]:
     model = f"{args.arch.upper()}-{args.backbone}"
+    label = f"inference {model} {args.size} b{args.batch_size}: Renderer vs bare forward"
+    low, high = ratio_spread(seconds["bare"], seconds["renderer"])
     rows = [
         Result(
-            f"inference {model} {args.size} b{args.batch_size}: Renderer vs bare forward",
-            statistics.median(fps["renderer"]),
-            statistics.median(fps["bare"]),
+            label,
+            count / statistics.median(seconds["renderer"]),
+            count / statistics.median(seconds["bare"]),
             "frames/s",
             TARGET,
             note=f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
@@ -218,25 +270,41 @@ def run(args: argparse.Namespace) -> dict:
             paired=paired_ratio(seconds["bare"], seconds["renderer"]),
         )
     ]
-    details = {
-        "seconds": seconds,
-        "renderer_own_frames_per_second": [r.frames_per_second for r in reports],
-        "stages_ms_per_frame": stages,
-    }
-    record = report("bench_inference", args, rows, details, "Inference")
-    print_stages(stages, 1e3 / statistics.median(fps["renderer"]))
-    return record
+    if cpu is not None:
+        rows.append(
+            Result(
+                f"{label}, CPU work",
+                count / statistics.median(cpu["renderer"]),
+                count / statistics.median(cpu["bare"]),
+                "frames/CPU-s",
+                note="CPU seconds of every process and thread, not inflated by other jobs: "
+                "the work the Renderer adds, whatever overlaps",
+                paired=paired_ratio(cpu["bare"], cpu["renderer"]),
+            )
+        )
+    return rows
 
 
-def print_stages(stages: list[tuple[str, float]], renderer_ms: float) -> None:
+def print_stages(stages: list[tuple[str, float]], per_frame: dict[str, float]) -> None:
     total = sum(ms for _, ms in stages)
-    print("### Where a frame's time goes (ms per frame, each stage alone, batch 1)\n")
+    print("### Where a frame's time goes (ms per frame)\n")
+    print("Each stage alone, one frame at a time:\n")
     print("| stage | ms | share of the sum |")
     print("|---|---:|---:|")
     for name, milliseconds in stages:
         print(f"| {name} | {milliseconds:.1f} | {milliseconds / total:.0%} |")
-    print(f"| sum | {total:.1f} | 100% |")
-    print(f"| Renderer, measured above (overlapping stages) | {renderer_ms:.1f} | |\n")
+    print(f"| sum | {total:.1f} | 100% |\n")
+    rest = per_frame["renderer"] - per_frame["in_predict"]
+    print("In the timed runs (wall clock, medians):\n")
+    print("| | ms per frame |")
+    print("|---|---:|")
+    print(f"| Renderer, whole run | {per_frame['renderer']:.1f} |")
+    print(
+        f"| of which in Renderer._predict (normalize, forward, argmax) | "
+        f"{per_frame['in_predict']:.1f} |"
+    )
+    print(f"| of which elsewhere (setup, waiting for decode or writes) | {rest:.1f} |")
+    print(f"| bare forward | {per_frame['bare']:.1f} |\n")
 
 
 def main(argv: list[str] | None = None) -> int:

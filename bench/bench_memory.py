@@ -9,7 +9,7 @@ Adam's state (created by the first step), activations, workspaces.
   against a psutil thread sampling RSS every millisecond.
 - CUDA: torch.cuda.max_memory_allocated, and the absolute peak (weights included) in the notes.
 bf16 autocast rows compare with float32 at the same size. The CPU has no bf16 instructions here
-(~18x slower), so CPU bf16 runs one step at --bf16-size (256x512), beside a float32 run of the
+(10-18x slower), so CPU bf16 runs one step at --bf16-size (256x512), beside a float32 run of the
 same size and steps.
 
     python bench/bench_memory.py [--device cuda] [--quick] [--archs fpn unet] [--json out.json]
@@ -67,9 +67,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default float32 and bf16; float32 only with --quick on the CPU",
     )
     parser.add_argument("--bf16-size", default="256x512", help="HxW of CPU bf16 runs")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="measurements at once, each in its own process (RSS and max_memory_allocated are "
+        "per process); default 1, on the CPU with --quick 2",
+    )
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
     args.steps = args.steps or (3 if cuda else 1 if args.quick else 2)
+    args.jobs = args.jobs or (2 if args.quick and not cuda else 1)
     if args.precisions is None:
         args.precisions = ["float32"] if args.quick and not cuda else list(PRECISIONS)
     return args
@@ -141,10 +148,18 @@ def measure(spec: dict) -> dict:
     }
 
 
-def in_fresh_process(spec: dict) -> dict:
+def in_fresh_processes(specs: dict[str, dict], jobs: int) -> dict[str, dict]:
+    """measure(spec) of each spec, each in a process of its own, `jobs` at a time."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(measure, spec).result()
+    results, names = {}, list(specs)
+    for start in range(0, len(names), jobs):
+        group = names[start : start + jobs]
+        pools = [ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in group]
+        futures = [pool.submit(measure, specs[name]) for pool, name in zip(pools, group)]
+        for pool, name, future in zip(pools, group, futures):
+            results[name] = future.result()
+            pool.shutdown()
+    return results
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -152,44 +167,41 @@ def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     size = parse_size(args.size, 64)
     bf16_size = parse_size(args.bf16_size, 64) if device.type == "cpu" else size
-    base = {
-        "backbone": args.backbone,
-        "batch": args.batch,
-        "device": args.device,
-        "threads": args.threads,
-    }
-    what = "peak increase of a training step (RSS)" if device.type == "cpu" else ""
-    what = what or "peak increase of a training step (max_memory_allocated)"
-    rows, details = [], {}
+    base = {"backbone": args.backbone, "batch": args.batch, "device": args.device}
+    base["threads"] = args.threads
+    specs: dict[str, dict] = {}
 
-    def measured(arch: str, precision: str, hw: tuple[int, int], steps: int) -> dict:
-        key = f"{arch}/{precision}/{hw[0]}x{hw[1]}/{steps} steps"
-        if key not in details:
-            spec = {**base, "arch": arch, "precision": precision, "size": hw, "steps": steps}
-            details[key] = in_fresh_process(spec)
-        return details[key]
+    def key(arch: str, precision: str, hw: tuple[int, int], steps: int) -> str:
+        name = f"{arch}/{precision}/{hw[0]}x{hw[1]}/{steps} steps"
+        specs[name] = {**base, "arch": arch, "precision": precision, "size": hw, "steps": steps}
+        return name
 
+    planned = []  # (arch, precision, size, steps, key, key of the float32 reference or None)
     for arch in args.archs:
         for precision in args.precisions:
             cpu_bf16 = precision == "bf16" and device.type == "cpu"
             hw, steps = (bf16_size, 1) if cpu_bf16 else (size, args.steps)
-            result = measured(arch, precision, hw, steps)
-            reference = None
-            note = f"{steps} step(s) in a fresh process; before {result['before'] / GIB:.2f}"
-            note += f" GiB, absolute peak {result['peak'] / GIB:.2f} GiB"
-            if precision == "bf16":
-                reference = measured(arch, "float32", hw, steps)["increase"] / GIB
-                note += "; reference: float32 at the same size and steps"
-            rows.append(
-                Result(
-                    f"memory {arch.upper()}-{args.backbone} {precision} {hw[0]}x{hw[1]} "
-                    f"b{args.batch}: {what}",
-                    result["increase"] / GIB,
-                    reference,
-                    "GiB",
-                    note=note,
-                )
+            reference = key(arch, "float32", hw, steps) if precision == "bf16" else None
+            planned.append((arch, precision, hw, steps, key(arch, precision, hw, steps), reference))
+    details = in_fresh_processes(specs, args.jobs)
+    what = "RSS" if device.type == "cpu" else "max_memory_allocated"
+    rows = []
+    for arch, precision, hw, steps, name, reference in planned:
+        result = details[name]
+        note = f"{steps} step(s) in a fresh process; before {result['before'] / GIB:.2f} GiB, "
+        note += f"absolute peak {result['peak'] / GIB:.2f} GiB"
+        if reference:
+            note += "; reference: float32 at the same size and steps"
+        rows.append(
+            Result(
+                f"memory {arch.upper()}-{args.backbone} {precision} {hw[0]}x{hw[1]} "
+                f"b{args.batch}: peak increase of a training step ({what})",
+                result["increase"] / GIB,
+                details[reference]["increase"] / GIB if reference else None,
+                "GiB",
+                note=note,
             )
+        )
     return report("bench_memory", args, rows, details, "Memory")
 
 

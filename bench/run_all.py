@@ -26,8 +26,10 @@ from bench.common import (
     machine_line,
     markdown_table,
     notes_text,
+    resolve_device,
     write_json,
 )
+from segmentation.errors import UserError
 
 BENCHMARKS = {
     "data": "bench_data.py",
@@ -77,6 +79,11 @@ def run_one(name: str, args: argparse.Namespace) -> tuple[dict | None, float, in
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args.json_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     print(f"# Benchmark suite{' (quick)' if args.quick else ''} on {args.device}\n")
