@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(
                 "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
             )
+        if args.export_dir and args.export_dir.is_file():
+            raise UserError(f"--export-dir {args.export_dir} is a file: give a new folder")
         if args.export_dir and args.export_dir.exists() and any(args.export_dir.iterdir()):
             raise UserError(
                 f"export directory {args.export_dir} is not empty: choose a new --export-dir "
@@ -104,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         data_config = trained.config.data
         if args.data_root:
             data_config = dataclasses.replace(data_config, root=args.data_root)
+        if data_config.dataset == "cityscapes" and args.split == "test":
+            raise UserError(
+                "the Cityscapes test labels are dummies (all 'unlabeled'): score the val split, "
+                "or render the test images with inference.py for the benchmark server"
+            )
         samples = find_samples(data_config, args.split)
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
-    parser.add_argument("--input", help="a folder of frames, a quoted glob pattern, or a video")
+    parser.add_argument(
+        "--input", help="a folder of frames, a quoted glob pattern, an image, or a video"
+    )
     parser.add_argument("--output", type=Path, help="folder for the rendered PNGs")
     parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["overlay"])
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
@@ -55,33 +57,41 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.engine.restore import load_trained_model
         from segmentation.render import Renderer, RenderOptions
 
-        if not args.export_onnx and not (args.input and args.output):
-            raise UserError("give --input and --output to render frames, or --export-onnx FILE")
+        if bool(args.input) != bool(args.output) or not (args.input or args.export_onnx):
+            raise UserError(
+                "give --input and --output to render frames, --export-onnx FILE, or both"
+            )
         if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
             raise UserError(
                 "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
             )
-        device = resolve_device("cpu" if args.export_onnx else args.device)
-        trained = load_trained_model(args.checkpoint, device)
+        # The export works on a CPU copy: a render that follows keeps the chosen device.
+        only_export = args.export_onnx and not args.input
+        trained = load_trained_model(
+            args.checkpoint, resolve_device("cpu" if only_export else args.device)
+        )
+        renderer = None
+        if args.input:  # options are checked before a long export
+            options = RenderOptions(
+                save=args.save,
+                alpha=args.alpha,
+                tta=args.tta,
+                scales=parse_scales(args.scales),
+                merge=args.merge,
+                drop_clusters=args.drop_clusters,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                overwrite=args.overwrite,
+            )
+            renderer = Renderer(trained, options)
         if args.export_onnx:
             from segmentation.export import export_onnx
 
             export_onnx(trained, args.export_onnx)
             print(f"wrote {args.export_onnx}")
-            if not args.input:
-                return
-        options = RenderOptions(
-            save=args.save,
-            alpha=args.alpha,
-            tta=args.tta,
-            scales=parse_scales(args.scales),
-            merge=args.merge,
-            drop_clusters=args.drop_clusters,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            overwrite=args.overwrite,
-        )
-        report = Renderer(trained, options).run(args.input, args.output)
+        if renderer is None:
+            return
+        report = renderer.run(args.input, args.output)
         print(
             f"rendered {report.rendered} frames to {args.output} "
             f"({report.frames_per_second:.1f} frames/s); {report.skipped_done} already done"

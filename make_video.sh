@@ -24,7 +24,12 @@ if ! [[ $fps =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     exit 2
 fi
 shopt -s nullglob
+# The pattern globs but must not split at spaces: no IFS while it expands.
+saved_ifs=$IFS
+IFS=
+# shellcheck disable=SC2206
 matches=("$frames_dir"/$pattern)
+IFS=$saved_ifs
 if [ ${#matches[@]} -eq 0 ]; then
     echo "error: no frame in $frames_dir matches '$pattern': check the folder and the pattern" >&2
     exit 2

@@ -1,14 +1,18 @@
 """Rendering predictions for a sequence of frames: overlays, colour masks, label ids.
 
-Frames decode in DataLoader workers and PNGs encode in a thread pool, so that the model runs
-while the previous frames are written and the next are read.
+The work overlaps: frames decode in DataLoader workers (which also stack equally sized frames,
+so that pinned memory reaches the device without a copy), the model runs in the main thread,
+and the class maps come back to the host without stopping it (on a GPU, a non-blocking copy
+that the writing thread waits for); colouring, blending and PNG encoding run in a thread pool.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +22,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from segmentation.data.dataset import collate_list, size_groups
+from segmentation.data.dataset import size_groups
 from segmentation.data.frames import (
     Frame,
     FrameFiles,
     VideoFrames,
     find_frames,
     is_video,
-    video_frame_names,
+    video_frame_name,
 )
-from segmentation.data.io import write_png
+from segmentation.data.io import limit_opencv_threads, write_png
+from segmentation.data.labels import LabelScheme
 from segmentation.engine.restore import TrainedModel
 from segmentation.errors import UserError
 from segmentation.predict import drop_small_clusters, predict_probabilities
-from segmentation.visualize import overlay
+from segmentation.visualize import colorize, overlay
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +72,63 @@ def output_paths(output: Path, frame: Frame, kinds: list[str]) -> list[Path]:
     return [output / f"{frame.name}_{kind}.png" for kind in kinds]
 
 
+def collate_frames(items: list[dict]) -> dict:
+    """Decoded frames -> {"groups": [{"indices": [...], "images": (B, 3, H, W) uint8}],
+    "errors": [(index, message)]}: frames of one size stacked, in the worker."""
+    readable = [item for item in items if item["image"] is not None]
+    groups = [
+        {
+            "indices": [readable[p]["index"] for p in positions],
+            "images": torch.stack([readable[p]["image"] for p in positions]),
+        }
+        for positions in size_groups([item["image"] for item in readable])
+    ]
+    errors = [(item["index"], item["error"]) for item in items if item["image"] is None]
+    return {"groups": groups, "errors": errors}
+
+
+def _write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write to a hidden temporary name, then rename: a render killed mid-write leaves no
+    truncated PNG that the next run would take for a finished frame."""
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    write_png(partial, array)
+    os.replace(partial, path)
+
+
 def _write_outputs(
-    image: np.ndarray, classes: np.ndarray, paths: list[Path], kinds: list[str], trained, alpha
+    image: torch.Tensor,
+    classes: torch.Tensor,
+    ready: torch.cuda.Event | None,
+    paths: list[Path],
+    kinds: list[str],
+    scheme: LabelScheme,
+    alpha: float,
 ) -> None:
-    scheme = trained.scheme
+    """image (3, H, W) uint8 RGB, classes (H, W) uint8 on the host once `ready` has passed."""
+    if ready is not None:
+        ready.synchronize()
+    class_map = classes.numpy()
+    colors = colorize(class_map, scheme) if {"overlay", "color"} & set(kinds) else None
     for kind, path in zip(kinds, paths):
         if kind == "overlay":
-            write_png(path, overlay(image, classes, scheme, alpha))
+            rgb = image.permute(1, 2, 0).numpy()
+            _write_png_atomic(path, overlay(rgb, class_map, scheme, alpha, colors=colors))
         elif kind == "color":
-            write_png(path, scheme.colorize(classes))
+            _write_png_atomic(path, colors)
         else:
-            write_png(path, scheme.to_label_ids(classes))
+            _write_png_atomic(path, scheme.to_label_ids(class_map))
+
+
+def _to_host(classes: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """Class maps to the host. From a GPU without waiting: a copy into pinned memory and the
+    event that marks its end, which the writing thread waits for."""
+    if classes.device.type != "cuda":
+        return classes.cpu(), None
+    host = torch.empty(classes.shape, dtype=classes.dtype, pin_memory=True)
+    host.copy_(classes, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
 
 
 class Renderer:
@@ -101,9 +152,11 @@ class Renderer:
                 f"cannot create output folder {output} ({error.strerror}): choose another --output"
             ) from None
         options = self.options
-        if is_video(source):
-            probe = VideoFrames(Path(source))
-            frames = video_frame_names(Path(source), probe.count)
+        video = Path(source) if is_video(source) else None
+        if video is not None:
+            # The container's frame count may be approximate: names come from the index.
+            count = VideoFrames(video).count
+            frames = [Frame(video_frame_name(video, index), None) for index in range(count)]
         else:
             frames = find_frames(source)
         done = set()
@@ -114,27 +167,35 @@ class Renderer:
                 if all(path.is_file() for path in output_paths(output, frame, options.save))
             }
         report = RenderReport(skipped_done=len(done))
-        if is_video(source):
-            dataset = VideoFrames(Path(source), skip=done)
-            workers = min(options.workers, 1)
-        else:
-            todo = [index for index in range(len(frames)) if index not in done]
-            dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
-            workers = options.workers
-        if len(frames) == len(done):
+        if frames and len(frames) == len(done):
             logger.info(
                 "all %d frames are already rendered in %s (--overwrite redoes them)",
                 len(frames),
                 output,
             )
             return report
+        if video is not None:
+            dataset = VideoFrames(video, skip=done)
+            workers = min(options.workers, 1)  # a video decodes in order
+        else:
+            todo = [index for index in range(len(frames)) if index not in done]
+            dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
+            workers = options.workers
+        if workers:
+            limit_opencv_threads()
         loader = DataLoader(
             dataset,
             batch_size=options.batch_size,
             num_workers=workers,
-            collate_fn=collate_list,
+            collate_fn=collate_frames,
             pin_memory=self.trained.device.type == "cuda",
         )
+
+        def frame_at(index: int) -> Frame:
+            if video is not None and index >= len(frames):
+                return Frame(video_frame_name(video, index), None)
+            return frames[index]
+
         progress = tqdm(
             total=len(frames) - len(done),
             desc="render",
@@ -142,43 +203,47 @@ class Renderer:
             disable=not sys.stderr.isatty(),
         )
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            pending: list[Future] = []
+        decoded = 0
+        writers = min(8, max(2, (os.cpu_count() or 2) // 2))
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            pending: deque[Future] = deque()
             for batch in loader:
-                for index, error in zip(batch["index"], batch["error"]):
-                    if error:
-                        report.unreadable.append(f"{frames[index].name}: {error}")
-                readable = [i for i, image in enumerate(batch["image"]) if image is not None]
-                for group in size_groups([batch["image"][i] for i in readable]):
-                    images = torch.stack([batch["image"][readable[i]] for i in group])
-                    indices = [batch["index"][readable[i]] for i in group]
-                    classes = self._predict(images)
-                    for image, class_map, index in zip(images, classes, indices):
-                        paths = output_paths(output, frames[index], options.save)
+                for index, error in batch["errors"]:
+                    report.unreadable.append(f"{frame_at(index).name}: {error}")
+                for group in batch["groups"]:
+                    classes, ready = self._predict(group["images"])
+                    for image, class_map, index in zip(group["images"], classes, group["indices"]):
+                        paths = output_paths(output, frame_at(index), options.save)
                         pending.append(
                             pool.submit(
                                 _write_outputs,
-                                image.permute(1, 2, 0).numpy(),
+                                image,
                                 class_map,
+                                ready,
                                 paths,
                                 options.save,
-                                self.trained,
+                                self.trained.scheme,
                                 options.alpha,
                             )
                         )
-                    report.rendered += len(indices)
-                progress.update(len(batch["index"]))
+                    report.rendered += len(group["indices"])
+                count = len(batch["errors"]) + sum(len(g["indices"]) for g in batch["groups"])
+                decoded += count
+                progress.update(count)
                 # Bound the backlog of frames waiting to be written.
                 while len(pending) > 4 * options.batch_size:
-                    pending.pop(0).result()
+                    pending.popleft().result()
             for future in pending:
                 future.result()
         progress.close()
+        if video is not None and decoded == 0 and not done:
+            raise UserError(f"no frame could be decoded from {video}: check that it is a video")
         report.seconds = time.perf_counter() - started
         return report
 
-    def _predict(self, images: torch.Tensor) -> np.ndarray:
-        """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 at the frames' size."""
+    def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 on the host at the frames' size,
+        and the CUDA event after which they are there (None: they are there already)."""
         trained, options = self.trained, self.options
         with torch.inference_mode():
             probs = predict_probabilities(
@@ -191,13 +256,12 @@ class Renderer:
                 scales=options.scales,
                 merge=options.merge,
             )
-            classes = probs.argmax(dim=1).to(torch.uint8).cpu().numpy()
-        if options.drop_clusters:
-            probs_cpu = probs.cpu().numpy()
-            classes = np.stack(
-                [
-                    drop_small_clusters(c, p, options.drop_clusters).astype(np.uint8)
-                    for c, p in zip(classes, probs_cpu)
-                ]
-            )
-        return classes
+            classes = probs.argmax(dim=1).to(torch.uint8)
+            if not options.drop_clusters:
+                return _to_host(classes)
+            probs_cpu, classes_cpu = probs.cpu().numpy(), classes.cpu().numpy()
+        cleaned = [
+            drop_small_clusters(c, p, options.drop_clusters).astype(np.uint8)
+            for c, p in zip(classes_cpu, probs_cpu)
+        ]
+        return torch.from_numpy(np.stack(cleaned)), None

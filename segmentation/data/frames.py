@@ -39,17 +39,19 @@ def is_video(source: str) -> bool:
 
 
 def find_frames(source: str) -> list[Frame]:
-    """Image files of a folder (sorted; not its subfolders) or of a glob pattern."""
+    """Image files of a folder (sorted; not its subfolders), of a glob pattern, or one file."""
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         where = f"folder {path}"
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files, where = [path], f"file {path}"
     elif any(char in source for char in "*?["):
         files = sorted(Path(p) for p in glob.glob(source) if p.lower().endswith(IMAGE_SUFFIXES))
         where = f"pattern {source}"
     else:
         raise UserError(
-            f"--input {source} is neither a folder, a glob pattern nor a video "
+            f"--input {source} is neither a folder, an image, a glob pattern nor a video "
             f"({', '.join(VIDEO_SUFFIXES)}): check the path"
         )
     if not files:
@@ -116,6 +118,6 @@ class VideoFrames(IterableDataset):
             capture.release()
 
 
-def video_frame_names(path: Path, count: int) -> list[Frame]:
-    stem = Path(path).stem
-    return [Frame(f"{stem}_{index:06d}", None) for index in range(count)]
+def video_frame_name(path: Path, index: int) -> str:
+    """Output name prefix of a video's frame: drive.mp4, frame 7 -> drive_000007."""
+    return f"{Path(path).stem}_{index:06d}"

@@ -12,6 +12,16 @@ from segmentation.errors import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
+def limit_opencv_threads() -> None:
+    """Run OpenCV on one thread in this process, before DataLoader workers are forked from it.
+
+    A worker forked while the parent's OpenCV thread pool is running inherits the pool without
+    its threads and deadlocks on its first parallel call (seen in cv2.setNumThreads itself).
+    Each worker decodes one image at a time anyway; the parallelism is across workers.
+    """
+    cv2.setNumThreads(1)
+
+
 def _read(path: Path, flags: int) -> np.ndarray:
     # cv2.imread returns None for missing, truncated and undecodable files alike.
     array = cv2.imread(str(path), flags)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,25 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
         raise CheckpointWriteError(
             f"could not write checkpoint {path} ({error.strerror or error}): {kept}; "
+            "free disk space or fix the folder's permissions"
+        ) from None
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Copy a written checkpoint (e.g. last.pt to best.pt) atomically, without serializing the
+    state a second time."""
+    target = Path(target)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(source, temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        kept = "the previous one is intact" if target.exists() else "nothing was written"
+        raise CheckpointWriteError(
+            f"could not write checkpoint {target} ({error.strerror or error}): {kept}; "
             "free disk space or fix the folder's permissions"
         ) from None
 

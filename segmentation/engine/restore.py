@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -63,6 +63,8 @@ class TrainedModel:
     divisor: int  # input sides must be multiples of it
     checkpoint: Path
     device: torch.device
+    _scale: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _shift: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -70,10 +72,13 @@ class TrainedModel:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device -> normalized float32 on the model's device."""
-        images = images.to(self.device, non_blocking=True).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        images = (images - mean) / std
+        images = images.to(self.device, non_blocking=True).float()
+        # Folded into one multiply-add: (x / 255 - mean) / std = x * scale + shift.
+        if self._scale is None:
+            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+            mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+            self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
+        images = torch.addcmul(self._shift, images, self._scale)
         if self.config.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

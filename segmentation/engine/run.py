@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 from segmentation.config import Config, config_to_dict, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
+from segmentation.data.io import limit_opencv_threads
 from segmentation.data.labels import LabelScheme
-from segmentation.engine.checkpoint import load_checkpoint, save_checkpoint
+from segmentation.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from segmentation.engine.distributed import (
     DistributedContext,
     cleanup_distributed,
@@ -36,6 +37,8 @@ from segmentation.visualize import denormalize, overlay
 
 
 def _make_loader(dataset, sampler, batch_size, workers, device, drop_last) -> DataLoader:
+    if workers:
+        limit_opencv_threads()
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -53,9 +56,6 @@ def _make_loader(dataset, sampler, batch_size, workers, device, drop_last) -> Da
 
 def _worker_init(worker_id: int) -> None:
     # Each worker decodes one image at a time; threads inside it would only fight each other.
-    import cv2
-
-    cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
 
@@ -356,8 +356,8 @@ class TrainingRun:
                 if improved:
                     state.best_metric = metrics[key]
                 self._save("last.pt", metrics)
-                if improved:
-                    self._save("best.pt", metrics)
+                if improved and self.context.is_main:
+                    copy_checkpoint(self.run_dir / "last.pt", self.run_dir / "best.pt")
                 self._log_epoch(result, metrics, kept, time.perf_counter() - started, improved)
         finally:
             for signum, handler in previous.items():

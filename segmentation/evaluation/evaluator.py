@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from segmentation.data.dataset import FullResolutionDataset, Sample, collate_list, size_groups
-from segmentation.data.io import write_png
+from segmentation.data.io import limit_opencv_threads, write_png
 from segmentation.engine.restore import TrainedModel
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
-from segmentation.evaluation.kitti_road import KittiRoadScores
+from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
 from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
 from segmentation.predict import drop_small_clusters, predict_probabilities
 
@@ -72,6 +72,8 @@ class Evaluator:
 
     def run(self, samples: list[Sample], read_label) -> dict:
         options = self.options
+        if options.workers:
+            limit_opencv_threads()
         loader = DataLoader(
             FullResolutionDataset(samples, read_label),
             batch_size=options.batch_size,
@@ -126,18 +128,21 @@ class Evaluator:
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)
-        for class_map, prob, sample in zip(classes.cpu().numpy(), probs[:, 1].cpu(), samples):
-            class_map = class_map.astype(np.uint8)
-            if scheme.dataset == "cityscapes":
+        class_maps = classes.to(torch.uint8).cpu().numpy()
+        if scheme.dataset == "cityscapes":
+            for class_map, sample in zip(class_maps, samples):
                 # {city}_{seq}_{frame}*.png under one folder: what the official evaluator finds.
                 path = root / "labelIds" / sample.group / f"{sample.name}_labelIds.png"
                 write_png(path, scheme.to_label_ids(class_map))
-            else:
-                # The KITTI devkit's result format: road probability as 8-bit, e.g. um_road_000000.
+        else:
+            # The KITTI devkit's result format: road probability as 8-bit, e.g. um_road_000000,
+            # quantized as kitti_road.quantize counts it.
+            levels = quantize(probs[:, 1]).to(torch.uint8).cpu().numpy()
+            for level, sample in zip(levels, samples):
                 category, index = sample.name.split("_")
-                level = (prob.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
                 write_png(root / f"{category}_{scheme.name}_{index}.png", level)
-            if self.options.export_color:
+        if self.options.export_color:
+            for class_map, sample in zip(class_maps, samples):
                 color_path = root / "color" / sample.group / f"{sample.name}_color.png"
                 write_png(color_path, scheme.colorize(class_map))
 
