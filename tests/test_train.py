@@ -83,23 +83,53 @@ def test_per_step_scalars_are_logged(cityscapes_root, tmp_path):
 
 
 def test_resume_is_exact(cityscapes_root, tmp_path):
-    """1 epoch, then --resume for 2 more, ends on the weights of 3 epochs straight, also with
-    DataLoader workers in one run and not the other (dropout on: the RNG state resumes too)."""
-    common = {"train": {"epochs": 3, "seed": 5}}
+    """2 epochs, then --resume for 2 more, ends on the weights of 4 epochs straight, also with
+    DataLoader workers in one run and not the other."""
+    common = {"train": {"epochs": 4, "seed": 5}}
     straight = small_config(cityscapes_root, tmp_path / "straight", **common)
     assert run_train("--config", write_config(tmp_path, straight, "a.yaml")) == 0
     split = small_config(cityscapes_root, tmp_path / "split", **common)
     config = write_config(tmp_path, split, "b.yaml")
-    assert run_train("--config", config, "--epochs", 1, "--workers", 2) == 0
-    assert run_train("--resume", tmp_path / "split" / "last.pt", "--epochs", 3) == 0
+    assert run_train("--config", config, "--epochs", 2, "--workers", 2) == 0
+    assert run_train("--resume", tmp_path / "split" / "last.pt", "--epochs", 4) == 0
     expected = load_checkpoint(tmp_path / "straight" / "last.pt")
     found = load_checkpoint(tmp_path / "split" / "last.pt")
-    assert found["state"]["epoch"] == 3
+    assert found["state"]["epoch"] == 4
     for key, tensor in expected["model"].items():
         assert torch.equal(tensor, found["model"][key]), key
     assert expected["state"]["best_metric"] == found["state"]["best_metric"]
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path):
+    from segmentation.config import config_from_dict
+    from segmentation.data.build import scheme_for
+    from segmentation.engine.restore import model_from_config
+
+    config = small_config(cityscapes_root, tmp_path / "run", train={"freeze_encoder_iters": 99})
+    assert run_train("--config", write_config(tmp_path, config)) == 0
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    torch.manual_seed(0)  # the run's seed: the same initial weights
+    resolved = config_from_dict(config)
+    initial = model_from_config(resolved, scheme_for(resolved.data), None).state_dict()
+    encoder = [key for key in initial if key.startswith("encoder.")]
+    assert any("running_mean" in key for key in encoder)
+    for key in encoder:
+        assert torch.equal(initial[key], trained[key]), key
+    decoder = [key for key in initial if not key.startswith("encoder.") and "weight" in key]
+    assert any(not torch.equal(initial[key], trained[key]) for key in decoder)
+
+
+def test_accumulation_and_clipping(cityscapes_root, tmp_path):
+    # 15 images, batch 4: 3 batches, 2 optimizer steps with accumulation over 2 (the last
+    # step takes the odd batch).
+    config = small_config(
+        cityscapes_root, tmp_path / "run", train={"accumulate": 2, "grad_clip": 0.5}
+    )
+    assert run_train("--config", write_config(tmp_path, config)) == 0
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["state"]["step"] == 2
 
 
 def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
