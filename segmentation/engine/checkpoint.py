@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -20,14 +21,14 @@ class CheckpointWriteError(UserError):
     """A checkpoint could not be written; the previous file at that path is intact."""
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` atomically: a temporary file in the same folder, flushed to
-    disk, then renamed over the target, so a crash or a full disk never leaves a half file."""
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temporary file in the same folder, flushed to disk, then renamed over
+    `path`: a crash or a full disk never leaves a half-written file there."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -40,23 +41,22 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         ) from None
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `state` (plain tensors and data) to `path` atomically."""
+    _write_atomically(
+        path, lambda handle: torch.save({"format": FORMAT, "version": VERSION, **state}, handle)
+    )
+
+
 def copy_checkpoint(source: Path, target: Path) -> None:
     """Copy a written checkpoint (e.g. last.pt to best.pt) atomically, without serializing the
     state a second time."""
-    target = Path(target)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(source, temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        kept = "the previous one is intact" if target.exists() else "nothing was written"
-        raise CheckpointWriteError(
-            f"could not write checkpoint {target} ({error.strerror or error}): {kept}; "
-            "free disk space or fix the folder's permissions"
-        ) from None
+
+    def copy(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
+
+    _write_atomically(target, copy)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
