@@ -6,6 +6,7 @@ message and that no file was lost.
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +232,17 @@ def test_bad_training_input(case, cityscapes_root, kitti_root, checkpoint, tmp_p
     result = run_script("train.py", *args)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_optimizer_changes_it_would_ignore(checkpoint, tmp_path):
+    run_dir = tmp_path / "copied_run"
+    run_dir.mkdir()
+    shutil.copy(checkpoint, run_dir / "last.pt")
+    before = (run_dir / "last.pt").read_bytes()
+    result = run_script("train.py", "--resume", run_dir / "last.pt", "--lr", "0.5")
+    assert_one_line_error(result, "optim.lr:", "-> 0.5", "--init-from")
+    assert (run_dir / "last.pt").read_bytes() == before
+    assert sorted(path.name for path in run_dir.iterdir()) == ["last.pt"]
 
 
 def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpoint, tmp_path):

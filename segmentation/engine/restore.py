@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +47,23 @@ def check_compatible(found: dict, expected: Config, path: Path) -> None:
         raise UserError(
             f"checkpoint {path} does not fit this model ({'; '.join(differences)}): use a "
             "checkpoint of the same architecture and classes, or change the config to match"
+        )
+
+
+def check_resumable(found: dict, expected: Config, path: Path) -> None:
+    """Resuming restores the optimizer and its schedule from the checkpoint, so optimizer
+    settings changed since (e.g. --lr) would be silently ignored: refuse them instead."""
+    check_compatible(found, expected, path)
+    saved = asdict(config_from_dict(found["config"]).optim)
+    wanted = asdict(expected.optim)
+    changed = [
+        f"optim.{key}: {saved[key]} -> {wanted[key]}" for key in saved if saved[key] != wanted[key]
+    ]
+    if changed:
+        raise UserError(
+            f"--resume continues the optimizer and schedule saved in {path}, which would ignore "
+            f"{'; '.join(changed)}: drop those overrides, or start a new run from these weights "
+            "with --init-from"
         )
 
 

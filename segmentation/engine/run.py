@@ -25,7 +25,7 @@ from segmentation.engine.distributed import (
     setup_distributed,
 )
 from segmentation.engine.optim import build_optimizer, build_scheduler, steps_per_iteration
-from segmentation.engine.restore import check_compatible, model_from_config
+from segmentation.engine.restore import check_compatible, check_resumable, model_from_config
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.trainer import StopRequest, Trainer, TrainingInterrupted, TrainState
@@ -167,7 +167,7 @@ class TrainingRun:
         self.run_dir = Path(config.output_dir)
         resume_state = load_checkpoint(resume) if resume else None
         if resume_state is not None:
-            check_compatible(resume_state, config, resume)
+            check_resumable(resume_state, config, resume)
         init_state = load_checkpoint(init_from) if init_from else None
         if init_state is not None:
             check_compatible(init_state, config, init_from)
