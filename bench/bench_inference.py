@@ -308,13 +308,7 @@ def print_stages(stages: list[tuple[str, float]], per_frame: dict[str, float]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    def body() -> int:
-        run(args)
-        return 0
-
-    return run_guarded(body)
+    return run_guarded(run, parse_args(argv))
 
 
 if __name__ == "__main__":

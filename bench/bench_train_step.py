@@ -359,13 +359,7 @@ def print_phases(key: str, phases: dict[str, dict[str, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    def body() -> int:
-        run(args)
-        return 0
-
-    return run_guarded(body)
+    return run_guarded(run, parse_args(argv))
 
 
 if __name__ == "__main__":

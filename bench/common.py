@@ -285,10 +285,11 @@ def write_json(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def run_guarded(main: Callable[[], int]) -> int:
-    """Run a benchmark's body: a UserError prints one line and exits 2."""
+def run_guarded(run: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
+    """Run a benchmark with its parsed options: 0, or 2 after one line for a UserError."""
     try:
-        return main()
+        run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0

@@ -191,3 +191,15 @@ def drop_small_clusters(
         others[class_index] = -math.inf
         cleaned[region] = others.argmax(axis=0)
     return cleaned
+
+
+def drop_small_clusters_in_batch(
+    classes: torch.Tensor, probs: torch.Tensor, min_side: int
+) -> torch.Tensor:
+    """drop_small_clusters on each map of classes (B, H, W) with probs (B, C, H, W), on the
+    host (connected components are an OpenCV job): the cleaned maps (B, H, W) there."""
+    cleaned = [
+        drop_small_clusters(class_map, class_probs, min_side)
+        for class_map, class_probs in zip(classes.cpu().numpy(), probs.cpu().numpy())
+    ]
+    return torch.from_numpy(np.stack(cleaned))

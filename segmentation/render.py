@@ -35,7 +35,7 @@ from segmentation.data.io import limit_opencv_threads, write_png
 from segmentation.data.labels import LabelScheme
 from segmentation.engine.restore import TrainedModel
 from segmentation.errors import UserError
-from segmentation.predict import drop_small_clusters, predict_probabilities
+from segmentation.predict import drop_small_clusters_in_batch
 from segmentation.visualize import colorize, overlay
 
 logger = logging.getLogger(__name__)
@@ -244,24 +244,12 @@ class Renderer:
     def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 on the host at the frames' size,
         and the CUDA event after which they are there (None: they are there already)."""
-        trained, options = self.trained, self.options
+        options = self.options
         with torch.inference_mode():
-            probs = predict_probabilities(
-                trained.model,
-                trained.normalize(images),
-                trained.head,
-                base_size=trained.image_size,
-                divisor=trained.divisor,
-                tta=options.tta,
-                scales=options.scales,
-                merge=options.merge,
+            classes, probs = self.trained.predict(
+                images, tta=options.tta, scales=options.scales, merge=options.merge
             )
-            classes = probs.argmax(dim=1).to(torch.uint8)
-            if not options.drop_clusters:
-                return _to_host(classes)
-            probs_cpu, classes_cpu = probs.cpu().numpy(), classes.cpu().numpy()
-        cleaned = [
-            drop_small_clusters(c, p, options.drop_clusters).astype(np.uint8)
-            for c, p in zip(classes_cpu, probs_cpu)
-        ]
-        return torch.from_numpy(np.stack(cleaned)), None
+            if options.drop_clusters:  # a host job: its maps stay there
+                cleaned = drop_small_clusters_in_batch(classes, probs, options.drop_clusters)
+                return cleaned.to(torch.uint8), None
+            return _to_host(classes.to(torch.uint8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from segmentation.engine.checkpoint import load_checkpoint
 from segmentation.errors import UserError
 from segmentation.losses import loss_head
 from segmentation.models import build_model, encoder_normalization, required_input_multiple
+from segmentation.predict import drop_small_clusters_in_batch, predict_probabilities
 
 
 def model_from_config(config: Config, scheme: LabelScheme, pretrained: str | None) -> nn.Module:
@@ -99,6 +101,35 @@ class TrainedModel:
         if self.config.model.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+    def predict(
+        self,
+        images: torch.Tensor,
+        *,
+        tta: str = "none",
+        scales: Sequence[float] = (1.0,),
+        merge: str = "mean",
+        window: bool = False,
+        drop_clusters: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (B, 3, H, W) -> class maps (B, H, W) int64 and probabilities
+        (B, C, H, W), on the model's device at the images' size (see predict_probabilities);
+        drop_clusters > 0 cleans the maps of regions under N x N pixels."""
+        probs = predict_probabilities(
+            self.model,
+            self.normalize(images),
+            self.head,
+            base_size=self.image_size,
+            divisor=self.divisor,
+            tta=tta,
+            scales=scales,
+            merge=merge,
+            window=window,
+        )
+        classes = probs.argmax(dim=1)
+        if drop_clusters:
+            classes = drop_small_clusters_in_batch(classes, probs, drop_clusters).to(self.device)
+        return classes, probs
 
 
 def load_trained_model(path: Path, device: torch.device) -> TrainedModel:

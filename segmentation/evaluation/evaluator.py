@@ -24,7 +24,6 @@ from segmentation.engine.restore import TrainedModel
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
 from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
 from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
-from segmentation.predict import drop_small_clusters, predict_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -92,30 +91,16 @@ class Evaluator:
         return self._results(len(samples))
 
     def _score(self, images: torch.Tensor, stored: torch.Tensor, samples: list[Sample]) -> None:
-        trained, options = self.trained, self.options
-        device = trained.device
-        probs = predict_probabilities(
-            trained.model,
-            trained.normalize(images),
-            trained.head,
-            base_size=trained.image_size,
-            divisor=trained.divisor,
+        options = self.options
+        classes, probs = self.trained.predict(
+            images,
             tta=options.tta,
             scales=options.scales,
             merge=options.merge,
             window=options.sliding_window,
+            drop_clusters=options.drop_clusters,
         )
-        classes = probs.argmax(dim=1)
-        if options.drop_clusters:
-            classes = torch.stack(
-                [
-                    torch.from_numpy(
-                        drop_small_clusters(c.cpu().numpy(), p.cpu().numpy(), options.drop_clusters)
-                    )
-                    for c, p in zip(classes, probs)
-                ]
-            ).to(device)
-        stored = stored.to(device, non_blocking=True).long()
+        stored = stored.to(self.trained.device, non_blocking=True).long()
         self.matrix.update(classes, self.lookup[stored])
         if self.cityscapes is not None:
             self.cityscapes.update(classes, stored)
