@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -r requirements.txt
 if [ ! -d data/sample_cityscapes ]; then
-    .venv/bin/python -m segmentation.data.synthetic cityscapes data/sample_cityscapes \
+    .venv/bin/python -m segmentation.sample cityscapes data/sample_cityscapes \
         --train-per-city 16
 fi
 run_dir="runs/demo-$(date +%Y%m%d-%H%M%S)"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
-from segmentation.predict import MERGES, TTA_MODES, parse_scales
+from segmentation.inference.predict import MERGES, TTA_MODES, parse_scales
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         from segmentation.data.build import find_samples, label_reader
         from segmentation.engine.distributed import resolve_device
-        from segmentation.engine.restore import load_trained_model
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
+        from segmentation.inference.model import load_trained_model
 
         if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
             raise UserError(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
-from segmentation.predict import MERGES, TTA_MODES, parse_scales
-from segmentation.render import SAVE_KINDS
+from segmentation.inference.predict import MERGES, TTA_MODES, parse_scales
+from segmentation.inference.render import SAVE_KINDS
 
 logger = logging.getLogger("segmentation")
 
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from segmentation.engine.distributed import resolve_device
-        from segmentation.engine.restore import load_trained_model
-        from segmentation.render import Renderer, RenderOptions
+        from segmentation.inference.model import load_trained_model
+        from segmentation.inference.render import Renderer, RenderOptions
 
         if bool(args.input) != bool(args.output) or not (args.input or args.export_onnx):
             raise UserError(
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             renderer = Renderer(trained, options)
         if args.export_onnx:
-            from segmentation.export import export_onnx
+            from segmentation.inference.export import export_onnx
 
             export_onnx(trained, args.export_onnx)
             print(f"wrote {args.export_onnx}")

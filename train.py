@@ -100,7 +100,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The run's config: the file (or the resumed checkpoint's), then the flags on top."""
-    from segmentation.engine.checkpoint import load_checkpoint
+    from segmentation.checkpoint import load_checkpoint
 
     if args.resume:
         if args.config:

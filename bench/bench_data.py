@@ -52,13 +52,13 @@ from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets
 from segmentation.data.dataset import SegmentationDataset, _to_chw_tensor
 from segmentation.data.io import read_label_ids
-from segmentation.data.synthetic import generate_cityscapes
 
 # train.py's own loader factory, so that this measures what training uses.
 from segmentation.engine.run import _make_loader
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
 from segmentation.models import encoder_normalization
+from segmentation.sample import generate_cityscapes
 
 TARGET = ">= 0.80"
 BGR2RGB, UNCHANGED = cv2.COLOR_BGR2RGB, cv2.IMREAD_UNCHANGED

@@ -41,16 +41,16 @@ from bench.common import (
     run_guarded,
     synchronize,
 )
-from segmentation.config import Config, config_to_dict
+from segmentation.checkpoint import save_checkpoint
+from segmentation.config import config_from_dict, config_to_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.frames import find_frames
 from segmentation.data.io import read_rgb, write_png
-from segmentation.data.synthetic import generate_cityscapes
-from segmentation.engine.checkpoint import save_checkpoint
-from segmentation.engine.restore import TrainedModel, load_trained_model, model_from_config
-from segmentation.models import required_input_multiple
-from segmentation.predict import ViewMerger, probabilities_from_logits
-from segmentation.render import Renderer, RenderOptions
+from segmentation.inference.model import TrainedModel, load_trained_model
+from segmentation.inference.predict import ViewMerger, probabilities_from_logits
+from segmentation.inference.render import Renderer, RenderOptions
+from segmentation.models import model_from_config, required_input_multiple
+from segmentation.sample import generate_cityscapes
 from segmentation.visualize import overlay
 
 TARGET = ">= 0.85"
@@ -98,7 +98,7 @@ def make_frames(folder: Path, size: tuple[int, int], count: int) -> str:
 
 def make_checkpoint(args: argparse.Namespace, size: tuple[int, int], path: Path) -> Path:
     """A checkpoint as train.py writes it, reduced to what inference needs."""
-    config = Config()
+    config = config_from_dict({})
     config.data.image_size = size
     config.model.arch, config.model.backbone, config.model.pretrained = (
         args.arch,
@@ -107,7 +107,7 @@ def make_checkpoint(args: argparse.Namespace, size: tuple[int, int], path: Path)
     )
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config, scheme, pretrained=None)
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
     state = {
         "model": model.state_dict(),
         "config": config_to_dict(config),

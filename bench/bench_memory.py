@@ -42,10 +42,10 @@ from bench.common import (
     run_guarded,
     synchronize,
 )
-from segmentation.config import Config
+from segmentation.config import config_from_dict
 from segmentation.data.build import scheme_for
-from segmentation.engine.restore import model_from_config
 from segmentation.losses import build_loss
+from segmentation.models import model_from_config
 
 GIB = 2**30
 
@@ -110,13 +110,13 @@ def measure(spec: dict) -> dict:
     precision, size (H, W), batch, steps, device, threads."""
     apply_threads(spec["threads"])
     device = torch.device(spec["device"])
-    config = Config()
+    config = config_from_dict({})
     config.model.arch, config.model.backbone = spec["arch"], spec["backbone"]
     config.model.pretrained = None
     config.train.amp = PRECISIONS[spec["precision"]]
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config, scheme, pretrained=None).to(device)
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None).to(device)
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options)

@@ -52,14 +52,14 @@ from bench.common import (
     run_guarded,
     synchronize,
 )
-from segmentation.config import Config, ModelConfig
+from segmentation.config import Config, ModelConfig, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer, build_scheduler
-from segmentation.engine.restore import model_from_config
 from segmentation.engine.run_logger import RunLogger
 from segmentation.engine.trainer import AMP_DTYPES, StopRequest, Trainer, TrainState, autocast
 from segmentation.losses import build_loss
+from segmentation.models import model_from_config
 
 PRECISIONS = {"float32": "off", "bf16": "bf16"}  # -> train.amp
 SMP_ENCODERS = {"resnext50": "resnext50_32x4d"}
@@ -200,14 +200,14 @@ def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, di
     """The loops to compare for one architecture and precision (see the module docstring):
     ({name: one epoch}, {name: (model, loss, optimizer) of each bare loop})."""
     amp = PRECISIONS[precision]
-    config = Config()
+    config = config_from_dict({})
     config.model.arch, config.model.backbone, config.model.pretrained = arch, args.backbone, None
     config.model.channels_last = args.memory_format == "channels_last"
     config.train.amp = amp
     memory_format = MEMORY_FORMATS[args.memory_format]
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config, scheme, pretrained=None).to(device)
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None).to(device)
     model.to(memory_format=memory_format)
     loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options).to(device)
     bce = nn.BCEWithLogitsLoss()

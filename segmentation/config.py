@@ -48,6 +48,9 @@ class ModelConfig:
     backbone: str = "resnext50"
     pretrained: str | None = "imagenet"  # imagenet | a local state_dict file | null
     options: dict[str, Any] = field(default_factory=dict)  # e.g. num_filters, dropout
+    # sigmoid (one channel per class, one for a binary scheme) | softmax; null: the loss's own
+    # (bce_dice: sigmoid, ce: softmax). Saved resolved, so a checkpoint says how to read its logits.
+    head: str | None = None
     channels_last: bool = True
     sync_batchnorm: bool = False  # under DDP
 
@@ -196,9 +199,25 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
+# The output head each loss trains: per-channel sigmoids or one softmax over the classes.
+LOSS_HEADS = {"bce_dice": "sigmoid", "ce": "softmax"}
+
+
+def _resolve_head(config: Config) -> Config:
+    wanted = LOSS_HEADS.get(config.loss.name)
+    if config.model.head is None:
+        config.model.head = wanted
+    elif wanted is not None and config.model.head != wanted:
+        raise UserError(
+            f"model.head '{config.model.head}' does not fit loss.name '{config.loss.name}', "
+            f"which trains a {wanted} head: set model.head to {wanted} or null"
+        )
+    return config
+
+
 def config_from_dict(values: dict) -> Config:
     """A Config from nested plain data; unknown keys and wrong types raise UserError."""
-    return _build(Config, values or {})
+    return _resolve_head(_build(Config, values or {}))
 
 
 def load_config(path: str | Path) -> Config:

@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 import torch
 
-from segmentation.data.synthetic import generate_cityscapes, generate_kitti
+from segmentation.sample import generate_cityscapes, generate_kitti
 
 # Two threads at most: the CI machine has two cores, and oversubscription makes tests crawl.
 torch.set_num_threads(min(2, torch.get_num_threads()))

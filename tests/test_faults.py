@@ -19,8 +19,8 @@ import yaml
 from conftest import small_config
 
 import train
-from segmentation.data.synthetic import generate_cityscapes
-from segmentation.engine.checkpoint import load_checkpoint
+from segmentation.checkpoint import load_checkpoint
+from segmentation.sample import generate_cityscapes
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -16,8 +16,8 @@ from trained_checkpoints import cityscapes_checkpoint, one_torch_thread
 
 import inference
 from segmentation.data.labels import get_scheme
-from segmentation.engine.restore import load_trained_model
-from segmentation.predict import drop_small_clusters, predict_probabilities
+from segmentation.inference.model import load_trained_model
+from segmentation.inference.predict import drop_small_clusters, predict_probabilities
 from segmentation.visualize import overlay
 
 KINDS = ("overlay", "color", "labelIds")

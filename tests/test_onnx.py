@@ -14,7 +14,7 @@ import torch
 from trained_checkpoints import cityscapes_checkpoint, one_torch_thread
 
 import inference
-from segmentation.engine.restore import load_trained_model
+from segmentation.inference.model import load_trained_model
 
 
 @pytest.fixture(scope="module", autouse=True)

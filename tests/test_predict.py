@@ -12,7 +12,7 @@ from torch import nn
 from trained_checkpoints import one_torch_thread
 
 from segmentation.errors import UserError
-from segmentation.predict import drop_small_clusters, parse_scales, predict_probabilities
+from segmentation.inference.predict import drop_small_clusters, parse_scales, predict_probabilities
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,7 @@ from conftest import small_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from segmentation.engine.checkpoint import load_checkpoint
+from segmentation.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,14 +105,16 @@ def test_resume_is_exact(cityscapes_root, tmp_path):
 def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path):
     from segmentation.config import config_from_dict
     from segmentation.data.build import scheme_for
-    from segmentation.engine.restore import model_from_config
+    from segmentation.models import model_from_config
 
     config = small_config(cityscapes_root, tmp_path / "run", train={"freeze_encoder_iters": 99})
     assert run_train("--config", write_config(tmp_path, config)) == 0
     trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     torch.manual_seed(0)  # the run's seed: the same initial weights
     resolved = config_from_dict(config)
-    initial = model_from_config(resolved, scheme_for(resolved.data), None).state_dict()
+    initial = model_from_config(
+        resolved.model, scheme_for(resolved.data).num_outputs(resolved.model.head), None
+    ).state_dict()
     encoder = [key for key in initial if key.startswith("encoder.")]
     assert any("running_mean" in key for key in encoder)
     for key in encoder:
@@ -244,14 +246,13 @@ def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path):
 def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
     from segmentation.config import config_from_dict
     from segmentation.data.build import build_training_datasets, scheme_for
-    from segmentation.engine.restore import model_from_config
     from segmentation.losses import build_loss
     from segmentation.metrics import ConfusionMatrix, predictions_from_logits
-    from segmentation.models import encoder_normalization
+    from segmentation.models import encoder_normalization, model_from_config
 
     config = config_from_dict(state["config"])
     scheme = scheme_for(config.data)
-    model = model_from_config(config, scheme, None)
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
     model.load_state_dict(state["model"])
     model.eval().to(memory_format=torch.channels_last)
     _, val = build_training_datasets(config.data, *encoder_normalization(config.model.backbone))

@@ -13,26 +13,31 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from segmentation.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from segmentation.config import Config, config_to_dict, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
 from segmentation.data.io import limit_opencv_threads
 from segmentation.data.labels import LabelScheme
-from segmentation.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from segmentation.engine.distributed import (
     DistributedContext,
     cleanup_distributed,
     setup_distributed,
 )
 from segmentation.engine.optim import build_optimizer, build_scheduler, steps_per_iteration
-from segmentation.engine.restore import check_compatible, check_resumable, model_from_config
+from segmentation.engine.resume import check_compatible, check_resumable
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.trainer import StopRequest, Trainer, TrainingInterrupted, TrainState
 from segmentation.engine.validate import validate_config
 from segmentation.errors import UserError
 from segmentation.losses import build_loss, class_weights_from_pixel_counts
-from segmentation.models import check_input_size, encoder_normalization, required_input_multiple
+from segmentation.models import (
+    check_input_size,
+    encoder_normalization,
+    model_from_config,
+    required_input_multiple,
+)
 from segmentation.visualize import denormalize, overlay
 
 
@@ -185,7 +190,9 @@ class TrainingRun:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
         pretrained = None if (resume_state or init_state) else config.model.pretrained
-        model = model_from_config(config, self.scheme, pretrained)
+        model = model_from_config(
+            config.model, self.scheme.num_outputs(config.model.head), pretrained
+        )
         if init_state is not None:
             model.load_state_dict(init_state["model"])
         model.to(self.device)

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from segmentation.data.dataset import FullResolutionDataset, Sample, collate_list, size_groups
 from segmentation.data.io import limit_opencv_threads, write_png
-from segmentation.engine.restore import TrainedModel
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
 from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
+from segmentation.inference.model import TrainedModel
 from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
 
 logger = logging.getLogger(__name__)

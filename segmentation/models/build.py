@@ -3,6 +3,7 @@
 import inspect
 import os
 
+from segmentation.config import ModelConfig
 from segmentation.errors import UserError
 from segmentation.models.base import SegmentationModel
 from segmentation.models.encoders import resolve_backbone
@@ -62,3 +63,12 @@ def build_model(
     model = model_class(backbone, num_classes, in_channels, **options)
     load_encoder_weights(model.encoder, pretrained)
     return model
+
+
+def model_from_config(
+    config: ModelConfig, num_outputs: int, pretrained: str | os.PathLike | None
+) -> SegmentationModel:
+    """The configured architecture with `num_outputs` logit channels."""
+    return build_model(
+        config.arch, config.backbone, num_outputs, pretrained=pretrained, **config.options
+    )

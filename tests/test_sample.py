@@ -14,8 +14,8 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import labels
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
-from segmentation.data.synthetic import generate_cityscapes, generate_kitti, main
 from segmentation.errors import UserError
+from segmentation.sample import generate_cityscapes, generate_kitti, main
 
 # The spec's cities, written out here so the test checks the generator against them.
 CITIES = {
@@ -260,7 +260,7 @@ def test_kitti_tree_layout_sizes_and_colours(kitti_root):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "segmentation.data.synthetic", *args]
+    command = [sys.executable, "-m", "segmentation.sample", *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

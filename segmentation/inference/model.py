@@ -3,70 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from segmentation.checkpoint import load_checkpoint
 from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
-from segmentation.engine.checkpoint import load_checkpoint
 from segmentation.errors import UserError
-from segmentation.losses import loss_head
-from segmentation.models import build_model, encoder_normalization, required_input_multiple
-from segmentation.predict import drop_small_clusters_in_batch, predict_probabilities
-
-
-def model_from_config(config: Config, scheme: LabelScheme, pretrained: str | None) -> nn.Module:
-    """The configured architecture with one output per class (one for a binary sigmoid)."""
-    return build_model(
-        config.model.arch,
-        config.model.backbone,
-        scheme.num_outputs(loss_head(config.loss.name)),
-        pretrained=pretrained,
-        **config.model.options,
-    )
-
-
-def check_compatible(found: dict, expected: Config, path: Path) -> None:
-    """A checkpoint's model must match the configured one: name the differences."""
-    found_config = config_from_dict(found["config"])
-    pairs = {
-        "model.arch": (expected.model.arch, found_config.model.arch),
-        "model.backbone": (expected.model.backbone, found_config.model.backbone),
-        "classes": (list(scheme_for(expected.data).class_names), list(found["class_names"])),
-        "loss head": (loss_head(expected.loss.name), loss_head(found_config.loss.name)),
-        "model.options": (expected.model.options, found_config.model.options),
-    }
-    differences = [
-        f"{key}: expected {want}, found {have}"
-        for key, (want, have) in pairs.items()
-        if want != have
-    ]
-    if differences:
-        raise UserError(
-            f"checkpoint {path} does not fit this model ({'; '.join(differences)}): use a "
-            "checkpoint of the same architecture and classes, or change the config to match"
-        )
-
-
-def check_resumable(found: dict, expected: Config, path: Path) -> None:
-    """Resuming restores the optimizer and its schedule from the checkpoint, so optimizer
-    settings changed since (e.g. --lr) would be silently ignored: refuse them instead."""
-    check_compatible(found, expected, path)
-    saved = asdict(config_from_dict(found["config"]).optim)
-    wanted = asdict(expected.optim)
-    changed = [
-        f"optim.{key}: {saved[key]} -> {wanted[key]}" for key in saved if saved[key] != wanted[key]
-    ]
-    if changed:
-        raise UserError(
-            f"--resume continues the optimizer and schedule saved in {path}, which would ignore "
-            f"{'; '.join(changed)}: drop those overrides, or start a new run from these weights "
-            "with --init-from"
-        )
+from segmentation.inference.predict import drop_small_clusters_in_batch, predict_probabilities
+from segmentation.models import encoder_normalization, model_from_config, required_input_multiple
 
 
 @dataclass
@@ -142,7 +91,7 @@ def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
             f"checkpoint {path} names classes {state['class_names']} but its config gives "
             f"{list(scheme.class_names)}: the file is inconsistent, use another checkpoint"
         )
-    model = model_from_config(config, scheme, pretrained=None)
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     if config.model.channels_last:
@@ -152,7 +101,7 @@ def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
         model=model,
         config=config,
         scheme=scheme,
-        head=loss_head(config.loss.name),
+        head=config.model.head,
         mean=tuple(mean),
         std=tuple(std),
         divisor=required_input_multiple(config.model.arch),

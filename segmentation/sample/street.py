@@ -11,8 +11,8 @@ from dataclasses import replace
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
-from segmentation.data.synthetic_render import NEAR, Camera, Canvas
-from segmentation.data.synthetic_world import (
+from segmentation.sample.render import NEAR, Camera, Canvas
+from segmentation.sample.world import (
     BRIDGE,
     GROUND,
     PARKING,

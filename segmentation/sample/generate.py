@@ -1,14 +1,15 @@
-"""Sample data: small synthetic street scenes in the exact Cityscapes and KITTI road layouts.
+"""Writing the sample trees: scenes drawn by this package, saved in the exact Cityscapes and KITTI
+road layouts.
 
 The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
 people, poles, signs and lights), painted in the Cityscapes class colours with texture, lighting
 and noise, so a small network learns them quickly but not trivially. Everything follows from
 ``seed``: the same arguments give byte-identical files.
 
-    python -m segmentation.data.synthetic cityscapes DIR [--height 128 --width 256 ...]
-    python -m segmentation.data.synthetic kitti DIR [--scale 0.25 ...]
+    python -m segmentation.sample cityscapes DIR [--height 128 --width 256 ...]
+    python -m segmentation.sample kitti DIR [--scale 0.25 ...]
 
-File names and folders follow /work/shared/spec/DATASETS.md (and the real datasets).
+File names and folders follow the real datasets' (see the README's Data section).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels
 
-from segmentation.data.synthetic_layout import sample_world
-from segmentation.data.synthetic_render import Camera, finish_image
-from segmentation.data.synthetic_street import make_camera, render_world
-from segmentation.data.synthetic_world import CITYSCAPES, FEATURES, KITTI, ROAD
 from segmentation.errors import UserError
+from segmentation.sample.layout import sample_world
+from segmentation.sample.render import Camera, finish_image
+from segmentation.sample.street import make_camera, render_world
+from segmentation.sample.world import CITYSCAPES, FEATURES, KITTI, ROAD
 
-# Cities of each split. The seed project held out ulm, bremen and aachen of the train cities as
+# Cities of each split. The original project held out ulm, bremen and aachen of the train cities as
 # its validation set; hamburg and zurich then stay for training.
 CITIES = {
     "train": ("aachen", "bremen", "hamburg", "ulm", "zurich"),
@@ -350,7 +351,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m segmentation.data.synthetic",
+        prog="python -m segmentation.sample",
         description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti}")
@@ -425,7 +426,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from segmentation.data.synthetic_population import place_things
-from segmentation.data.synthetic_render import periodic_noise
-from segmentation.data.synthetic_world import (
+from segmentation.sample.population import place_things
+from segmentation.sample.render import periodic_noise
+from segmentation.sample.world import (
     BUILDING,
     FENCE,
     GROUND,

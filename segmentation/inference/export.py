@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from segmentation.engine.restore import TrainedModel, model_from_config
 from segmentation.errors import UserError
+from segmentation.inference.model import TrainedModel
+from segmentation.models import model_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def export_onnx(trained: TrainedModel, path: Path, opset: int = 18) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create {path.parent} ({error.strerror})") from None
-    model = model_from_config(trained.config, trained.scheme, pretrained=None)
+    model = model_from_config(
+        trained.config.model, trained.scheme.num_outputs(trained.config.model.head), None
+    )
     model.load_state_dict({key: value.cpu() for key, value in trained.model.state_dict().items()})
     model = model.float().eval()
     height, width = trained.image_size

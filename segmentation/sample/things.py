@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
-from segmentation.data.synthetic_render import NEAR, Canvas
+from segmentation.sample.render import NEAR, Canvas
 
 CAR, TRUCK, BUS, TRAIN = (name2label[n].id for n in ("car", "truck", "bus", "train"))
 MOTORCYCLE, BICYCLE = name2label["motorcycle"].id, name2label["bicycle"].id

@@ -33,9 +33,9 @@ from segmentation.data.frames import (
 )
 from segmentation.data.io import limit_opencv_threads, write_png
 from segmentation.data.labels import LabelScheme
-from segmentation.engine.restore import TrainedModel
 from segmentation.errors import UserError
-from segmentation.predict import drop_small_clusters_in_batch
+from segmentation.inference.model import TrainedModel
+from segmentation.inference.predict import drop_small_clusters_in_batch
 from segmentation.visualize import colorize, overlay
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segmentation.data import synthetic_things as things
-from segmentation.data.synthetic_world import (
+from segmentation.sample import things
+from segmentation.sample.world import (
     DYNAMIC,
     GROUND,
     PARKING,

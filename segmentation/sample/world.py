@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cityscapesscripts.helpers.labels import labels, name2label
 
-from segmentation.data import synthetic_things as things
+from segmentation.sample import things
 
 
 def _id(name: str) -> int:

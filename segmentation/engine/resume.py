@@ -1,0 +1,50 @@
+"""Whether a checkpoint can seed this run: same model for --init-from, and for --resume also
+the same optimizer and schedule (which the checkpoint restores)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from segmentation.config import Config, config_from_dict
+from segmentation.data.build import scheme_for
+from segmentation.errors import UserError
+
+
+def check_compatible(found: dict, expected: Config, path: Path) -> None:
+    """A checkpoint's model must match the configured one: name the differences."""
+    found_config = config_from_dict(found["config"])
+    pairs = {
+        "model.arch": (expected.model.arch, found_config.model.arch),
+        "model.backbone": (expected.model.backbone, found_config.model.backbone),
+        "classes": (list(scheme_for(expected.data).class_names), list(found["class_names"])),
+        "model.head": (expected.model.head, found_config.model.head),
+        "model.options": (expected.model.options, found_config.model.options),
+    }
+    differences = [
+        f"{key}: expected {want}, found {have}"
+        for key, (want, have) in pairs.items()
+        if want != have
+    ]
+    if differences:
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({'; '.join(differences)}): use a "
+            "checkpoint of the same architecture and classes, or change the config to match"
+        )
+
+
+def check_resumable(found: dict, expected: Config, path: Path) -> None:
+    """Resuming restores the optimizer and its schedule from the checkpoint, so optimizer
+    settings changed since (e.g. --lr) would be silently ignored: refuse them instead."""
+    check_compatible(found, expected, path)
+    saved = asdict(config_from_dict(found["config"]).optim)
+    wanted = asdict(expected.optim)
+    changed = [
+        f"optim.{key}: {saved[key]} -> {wanted[key]}" for key in saved if saved[key] != wanted[key]
+    ]
+    if changed:
+        raise UserError(
+            f"--resume continues the optimizer and schedule saved in {path}, which would ignore "
+            f"{'; '.join(changed)}: drop those overrides, or start a new run from these weights "
+            "with --init-from"
+        )

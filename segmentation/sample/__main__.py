@@ -1,0 +1,3 @@
+from segmentation.sample.generate import main
+
+raise SystemExit(main())
