@@ -16,38 +16,19 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
-from segmentation.inference.predict import MERGES, TTA_MODES, parse_scales
+from segmentation.inference.arguments import add_prediction_arguments, prediction_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
+    add_prediction_arguments(parser, batch_size=2)
     parser.add_argument("--data-root", help="dataset root (default: the one trained on)")
     parser.add_argument("--split", default="val", help="val (default), train or test")
-    parser.add_argument("--tta", choices=TTA_MODES, default="none")
-    parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
-    parser.add_argument("--merge", choices=MERGES, default="mean", help="how TTA views merge")
-    parser.add_argument(
-        "--sliding-window",
-        action="store_true",
-        help="predict at full resolution in windows of the training size",
-    )
-    parser.add_argument(
-        "--drop-clusters",
-        type=int,
-        default=0,
-        metavar="N",
-        help="give regions smaller than NxN pixels their next most likely class",
-    )
     parser.add_argument("--export-dir", type=Path, help="write predictions here (must be new)")
     parser.add_argument("--export-color", action="store_true", help="also export colour PNGs")
     parser.add_argument("--output-json", type=Path, help="write the scores as JSON")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
@@ -87,14 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from segmentation.data.build import find_samples, label_reader
-        from segmentation.engine.distributed import resolve_device
+        from segmentation.devices import resolve_device
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
         from segmentation.inference.model import load_trained_model
 
-        if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
-            raise UserError(
-                "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
-            )
+        prediction = prediction_options(args)
         if args.export_dir and args.export_dir.is_file():
             raise UserError(f"--export-dir {args.export_dir} is a file: give a new folder")
         if args.export_dir and args.export_dir.exists() and any(args.export_dir.iterdir()):
@@ -115,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")
         options = EvaluationOptions(
-            tta=args.tta,
-            scales=parse_scales(args.scales),
-            merge=args.merge,
-            sliding_window=args.sliding_window,
-            drop_clusters=args.drop_clusters,
+            prediction=prediction,
             export_dir=args.export_dir,
             export_color=args.export_color,
             batch_size=args.batch_size,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
-from segmentation.inference.predict import MERGES, TTA_MODES, parse_scales
+from segmentation.inference.arguments import add_prediction_arguments, prediction_options
 from segmentation.inference.render import SAVE_KINDS
 
 logger = logging.getLogger("segmentation")
@@ -28,23 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
+    add_prediction_arguments(parser, batch_size=4)
     parser.add_argument(
         "--input", help="a folder of frames, a quoted glob pattern, an image, or a video"
     )
     parser.add_argument("--output", type=Path, help="folder for the rendered PNGs")
     parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["overlay"])
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
-    parser.add_argument("--tta", choices=TTA_MODES, default="none")
-    parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
-    parser.add_argument("--merge", choices=MERGES, default="mean")
-    parser.add_argument("--drop-clusters", type=int, default=0, metavar="N")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2, help="frame-decoding processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="render frames already done")
     parser.add_argument("--export-onnx", type=Path, metavar="FILE", help="write an ONNX model")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
@@ -53,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def run() -> None:
-        from segmentation.engine.distributed import resolve_device
+        from segmentation.devices import resolve_device
         from segmentation.inference.model import load_trained_model
         from segmentation.inference.render import Renderer, RenderOptions
 
@@ -61,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(
                 "give --input and --output to render frames, --export-onnx FILE, or both"
             )
-        if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
-            raise UserError(
-                "--batch-size must be 1 or more, --workers and --drop-clusters 0 or more"
-            )
+        prediction = prediction_options(args)
         # The export works on a CPU copy: a render that follows keeps the chosen device.
         only_export = args.export_onnx and not args.input
         trained = load_trained_model(
@@ -75,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             options = RenderOptions(
                 save=args.save,
                 alpha=args.alpha,
-                tta=args.tta,
-                scales=parse_scales(args.scales),
-                merge=args.merge,
-                drop_clusters=args.drop_clusters,
+                prediction=prediction,
                 batch_size=args.batch_size,
                 workers=args.workers,
                 overwrite=args.overwrite,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stitch rendered frames into an H.264 video, as the seed did:
+# Stitch rendered frames into an H.264 video, as the original project did:
 #   ./make_video.sh FRAMES_DIR OUT.mp4 [FPS=20] [GLOB='*.png']
 # e.g. ./make_video.sh renders/stuttgart_00 stuttgart_00.mp4 20 '*_overlay.png'
 # Uses ffmpeg from PATH, else the binary that the imageio-ffmpeg package ships.

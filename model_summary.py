@@ -9,6 +9,7 @@ import sys
 import torch
 from torchsummary import summary
 
+from segmentation.cli import run_guarded
 from segmentation.errors import UserError
 from segmentation.models import build_model, check_input_size, required_input_multiple
 from segmentation.models.profiling import count_parameters, forward_gflops, peak_training_memory_mb
@@ -72,12 +73,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         config = resolve_config(args)
-        from segmentation.engine.run import run_training  # slow to import: after config checks
+        from segmentation.engine.loop import train  # slow to import: after config checks
 
-        metrics = run_training(config, resume=args.resume, init_from=args.init_from)
+        metrics = train(config, resume=args.resume, init_from=args.init_from)
         if int(os.environ.get("RANK", "0")) == 0 and metrics:
             _print_next_steps(Path(config.output_dir), config)
 

@@ -45,16 +45,16 @@ from bench.common import (
     parse_size,
     report,
     resolve_clock,
-    resolve_device,
-    run_guarded,
 )
+from segmentation.cli import run_guarded
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets
 from segmentation.data.dataset import SegmentationDataset, _to_chw_tensor
 from segmentation.data.io import read_label_ids
 
 # train.py's own loader factory, so that this measures what training uses.
-from segmentation.engine.run import _make_loader
+from segmentation.data.loading import make_loader
+from segmentation.devices import resolve_device
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
 from segmentation.models import encoder_normalization
@@ -154,8 +154,13 @@ def loader_throughput(
     loaders, samplers = {}, {}
     for workers in args.workers:
         samplers[workers] = EpochSampler(len(dataset), shuffle=True, seed=0)
-        loaders[workers] = _make_loader(
-            dataset, samplers[workers], args.batch, workers, device, drop_last=True
+        loaders[workers] = make_loader(
+            dataset,
+            sampler=samplers[workers],
+            batch_size=args.batch,
+            workers=workers,
+            device=device,
+            drop_last=True,
         )
     if len(dataset) < args.batch:
         raise UserError(f"--images {len(dataset)} gives no full batch of --batch {args.batch}")
@@ -287,7 +292,8 @@ def print_breakdown(stages: list[tuple[str, float]], profile: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_guarded(run, parse_args(argv))
+    args = parse_args(argv)
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

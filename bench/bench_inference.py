@@ -37,15 +37,15 @@ from bench.common import (
     parse_size,
     ratio_spread,
     report,
-    resolve_device,
-    run_guarded,
     synchronize,
 )
 from segmentation.checkpoint import save_checkpoint
+from segmentation.cli import run_guarded
 from segmentation.config import config_from_dict, config_to_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.frames import find_frames
 from segmentation.data.io import read_rgb, write_png
+from segmentation.devices import resolve_device
 from segmentation.inference.model import TrainedModel, load_trained_model
 from segmentation.inference.predict import ViewMerger, probabilities_from_logits
 from segmentation.inference.render import Renderer, RenderOptions
@@ -150,7 +150,7 @@ def stage_breakdown(
 
     def post_process(logits: torch.Tensor) -> torch.Tensor:
         # predict_probabilities after the forward (tta none), then Renderer._predict's argmax.
-        merger = ViewMerger(options.merge)
+        merger = ViewMerger(options.prediction.merge)
         merger.add(probabilities_from_logits(logits, trained.head))
         return merger.result().argmax(dim=1).to(torch.uint8).cpu()
 
@@ -308,7 +308,8 @@ def print_stages(stages: list[tuple[str, float]], per_frame: dict[str, float]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_guarded(run, parse_args(argv))
+    args = parse_args(argv)
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

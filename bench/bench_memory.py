@@ -1,7 +1,7 @@
 """Memory: peak memory of a training step of FPN and UNET (resnext50) at 512x1024, batch 2.
 
 Each measurement runs in a fresh process (nothing of an earlier one stays in its allocator):
-the engine's step (Trainer.train_one_epoch with the default config, as bench_train_step.py
+the engine's step (engine.loop.train_one_epoch with the default config, as bench_train_step.py
 builds it) over --steps batches. Reported: the peak increase over the memory held just before
 the steps (model, optimizer and batches built), i.e. what the step itself needs: gradients,
 Adam's state (created by the first step), activations, workspaces.
@@ -22,7 +22,6 @@ import gc
 import multiprocessing
 import resource
 import sys
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -38,14 +37,15 @@ from bench.common import (
     apply_threads,
     parse_size,
     report,
-    resolve_device,
-    run_guarded,
     synchronize,
 )
+from segmentation.cli import run_guarded
 from segmentation.config import config_from_dict
 from segmentation.data.build import scheme_for
+from segmentation.devices import resolve_device
 from segmentation.losses import build_loss
 from segmentation.models import model_from_config
+from segmentation.models.profiling import RssSampler
 
 GIB = 2**30
 
@@ -80,29 +80,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.precisions is None:
         args.precisions = ["float32"] if args.quick and not cuda else list(PRECISIONS)
     return args
-
-
-class RssSampler:
-    """The highest RSS seen by a thread reading it every `interval` seconds."""
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.process = psutil.Process()
-        self.interval = interval
-        self.peak = self.process.memory_info().rss
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self.done.wait(self.interval):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> RssSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.thread.join()
 
 
 def measure(spec: dict) -> dict:
@@ -206,7 +183,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_guarded(run, parse_args(argv))
+    args = parse_args(argv)
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

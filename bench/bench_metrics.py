@@ -1,10 +1,11 @@
 """Metrics: ConfusionMatrix.update per batch against our model's forward on the same batch.
 
-The confusion matrix is updated on every evaluated batch (Trainer.evaluate, evaluate.py), so it
-must stay a small share of the forward that produced the batch: target <= 2%. The forward is our
-own model's in inference mode, by default the cheapest we ship (FPN-resnet18), which makes the
-ratio the strictest; the update counts (B, H, W) int64 predictions against int64 targets with
-10% IGNORE_INDEX pixels, on the same device. All take turns in one process.
+The confusion matrix is updated on every evaluated batch (evaluation.loop.evaluate, in
+validation and in evaluate.py), so it must stay a small share of the forward that produced the
+batch: target <= 2%. The forward is our own model's in inference mode, by default the cheapest
+we ship (FPN-resnet18), which makes the ratio the strictest; the update counts (B, H, W) int64
+predictions against int64 targets with 10% IGNORE_INDEX pixels, on the same device. All take
+turns in one process.
 
 Rows besides the target: the update through the scatter_add_ path that accelerators take (on a
 CPU bincount is the path taken; this shows the other one's cost), and argmax + update, all
@@ -37,12 +38,12 @@ from bench.common import (
     ratio_spread,
     report,
     resolve_clock,
-    resolve_device,
-    run_guarded,
 )
 from segmentation import metrics
+from segmentation.cli import run_guarded
 from segmentation.config import ModelConfig
 from segmentation.data.labels import IGNORE_INDEX
+from segmentation.devices import resolve_device
 from segmentation.metrics import ConfusionMatrix, predictions_from_logits
 from segmentation.models import build_model, required_input_multiple
 
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_guarded(run, parse_args(argv))
+    args = parse_args(argv)
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Per architecture (FPN and UNET on resnext50) and precision (float32, bf16 autocast), on the same
 pre-made batches and in one process, these take turns epoch by epoch (A B C, C B A, ...):
-- engine: Trainer.train_one_epoch, the loop of train.py (forward, loss, backward, optimizer
+- engine: the engine's train_one_epoch, the loop of train.py (forward, loss, backward, optimizer
   step, on-device loss bookkeeping) with the default config's model, loss (bce_dice), optimizer
   (Adam) and memory format (channels_last), over an in-memory list of batches.
 - bare: the same model, loss and optimizer in a plain five-line loop: what the engine adds.
@@ -16,7 +16,7 @@ Targets: engine time per step <= 1.00x smp's (>= 1.0x its speed), <= 1.05x the b
     python bench/bench_train_step.py [--device cuda] [--quick] [--size 512x1024 --batch 2]
         [--steps 10] [--rounds 5] [--archs fpn unet] [--precisions float32 bf16] [--json out]
 
-Note: Trainer.train_one_epoch updates no confusion matrix (metrics are computed in evaluate);
+Note: the engine's train_one_epoch updates no confusion matrix (metrics are computed in evaluate);
 bench_metrics.py measures that update.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,16 +47,17 @@ from bench.common import (
     ratio_spread,
     report,
     resolve_clock,
-    resolve_device,
-    run_guarded,
     synchronize,
 )
+from segmentation.cli import run_guarded
 from segmentation.config import Config, ModelConfig, config_from_dict
 from segmentation.data.build import scheme_for
+from segmentation.devices import AMP_DTYPES, autocast, resolve_device
 from segmentation.engine.distributed import DistributedContext
-from segmentation.engine.optim import build_optimizer, build_scheduler
-from segmentation.engine.run_logger import RunLogger
-from segmentation.engine.trainer import AMP_DTYPES, StopRequest, Trainer, TrainState, autocast
+from segmentation.engine.loop import train_one_epoch
+from segmentation.engine.optim import build_optimizer
+from segmentation.engine.setup import build_optimization
+from segmentation.engine.state import Training
 from segmentation.losses import build_loss
 from segmentation.models import model_from_config
 
@@ -171,29 +171,22 @@ def bare_loop(
 
 
 def engine_epoch(config: Config, model, loss_fn, batches, device) -> Callable[[], None]:
-    """One epoch of Trainer.train_one_epoch, built as TrainingRun builds it (no logging)."""
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, total_iters=len(batches))
-    trainer = Trainer(
+    """One epoch of the engine's train_one_epoch, its optimizer built as train.py builds it,
+    over the in-memory batches (no logging)."""
+    config.train.log_every = 10**9
+    optimizer, scheduler, scaler = build_optimization(config, model, len(batches), device)
+    training = Training(
+        config=config,
+        scheme=scheme_for(config.data),
         model=model,
         loss_fn=loss_fn,
         optimizer=optimizer,
         scheduler=scheduler,
-        scaler=torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16"),
+        scaler=scaler,
+        train_loader=batches,
         context=DistributedContext(0, 1, 0, device),
-        class_names=scheme_for(config.data).class_names,
-        amp=config.train.amp,
-        accumulate=1,
-        grad_clip=None,
-        freeze_encoder_iters=0,
-        skip_nonfinite=0,
-        channels_last=config.model.channels_last,
-        run_logger=RunLogger(Path(tempfile.gettempdir()), enabled=False),
-        stop=StopRequest(),
-        state=TrainState(),
-        log_every=10**9,
     )
-    return lambda: trainer.train_one_epoch(batches, 0, 1)
+    return lambda: train_one_epoch(training)
 
 
 def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, dict]:
@@ -359,7 +352,8 @@ def print_phases(key: str, phases: dict[str, dict[str, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_guarded(run, parse_args(argv))
+    args = parse_args(argv)
+    return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,12 +54,6 @@ def apply_threads(threads: int) -> None:
 
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but CUDA is not available here: use --device cpu")
-    return torch.device(name)
 
 
 def parse_size(text: str, multiple: int = 1) -> tuple[int, int]:
@@ -283,13 +276,3 @@ def write_json(path: Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-
-
-def run_guarded(run: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
-    """Run a benchmark with its parsed options: 0, or 2 after one line for a UserError."""
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0

@@ -26,9 +26,9 @@ from bench.common import (
     machine_line,
     markdown_table,
     notes_text,
-    resolve_device,
     write_json,
 )
+from segmentation.devices import resolve_device
 from segmentation.errors import UserError
 
 BENCHMARKS = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any, BinaryIO
 import torch
 
 from segmentation.errors import UserError
+from segmentation.files import write_atomically
 
 FORMAT = "segmentation-checkpoint"
 VERSION = 1
@@ -21,19 +21,10 @@ class CheckpointWriteError(UserError):
     """A checkpoint could not be written; the previous file at that path is intact."""
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same folder, flushed to disk, then renamed over
-    `path`: a crash or a full disk never leaves a half-written file there."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_atomically(path, write)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
         raise CheckpointWriteError(
             f"could not write checkpoint {path} ({error.strerror or error}): {kept}; "
@@ -43,8 +34,9 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` (plain tensors and data) to `path` atomically."""
-    _write_atomically(
-        path, lambda handle: torch.save({"format": FORMAT, "version": VERSION, **state}, handle)
+    _write(
+        Path(path),
+        lambda handle: torch.save({"format": FORMAT, "version": VERSION, **state}, handle),
     )
 
 
@@ -56,7 +48,7 @@ def copy_checkpoint(source: Path, target: Path) -> None:
         with open(source, "rb") as original:
             shutil.copyfileobj(original, handle)
 
-    _write_atomically(target, copy)
+    _write(Path(target), copy)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

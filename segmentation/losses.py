@@ -1,4 +1,5 @@
-"""Training losses: the seed's per-channel sigmoid BCE + soft Dice, and softmax cross-entropy.
+"""Training losses: the original project's per-channel sigmoid BCE + soft Dice, and softmax
+cross-entropy.
 
 Every loss takes `logits (B, K, H, W)` (any dtype, any memory format; computed in float32) and
 `target (B, H, W) int64` of class indices 0..C-1 or IGNORE_INDEX, and returns a scalar.
@@ -106,9 +107,9 @@ def bce_dice_loss(
     weighted_bce: bool = False,
     smooth: float = 1.0,
 ) -> torch.Tensor:
-    """The seed's loss: bce_weight * BCE + (1 - bce_weight) * Dice term.
+    """The original project's loss: bce_weight * BCE + (1 - bce_weight) * Dice term.
 
-    dice_form "log": w * BCE - (1 - w) * log(weighted soft Dice) (the seed's form);
+    dice_form "log": w * BCE - (1 - w) * log(weighted soft Dice) (the original project's form);
     "one_minus": w * BCE + (1 - w) * (1 - weighted soft Dice).
     logits (B, K, H, W) with K == C, or K == 1 for binary schemes (C == 2); target (B, H, W).
     class_weights (C,): Dice weights per channel (normalized to sum 1; for K == 1 only class 1

@@ -11,8 +11,8 @@ from segmentation.data.labels import LabelScheme
 
 
 def colorize(classes: np.ndarray, scheme: LabelScheme) -> np.ndarray:
-    """`scheme.colorize` through OpenCV's lookup table: the same colours, several times faster
-    on full-resolution frames. classes (H, W) class indices < 256 -> (H, W, 3) uint8 RGB."""
+    """Class indices (H, W) -> (H, W, 3) uint8 RGB in the scheme's colours; indices without a
+    class (the ignore value) black. An OpenCV lookup table: full-resolution frames are hot."""
     classes = np.ascontiguousarray(classes, dtype=np.uint8)
     palette = np.zeros((256, 1, 3), np.uint8)
     palette[: scheme.num_classes, 0] = scheme.colors

@@ -8,7 +8,7 @@ import torch
 
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets, find_samples, label_reader
-from segmentation.data.cityscapes import find_cityscapes, find_frames
+from segmentation.data.cityscapes import find_cityscapes
 from segmentation.data.dataset import FullResolutionDataset, SegmentationDataset
 from segmentation.data.kitti import find_kitti_road
 from segmentation.data.labels import IGNORE_INDEX, get_scheme
@@ -52,12 +52,6 @@ def test_coarse_adds_train_extra_with_coarse_labels(cityscapes_root):
     extra = both[len(fine) :]
     assert extra and all("gtCoarse" in s.label_path.name for s in extra)
     assert all("train_extra" in str(s.image_path) for s in extra)
-
-
-def test_demo_video_frames_are_an_unlabeled_set(cityscapes_root):
-    frames = find_frames(cityscapes_root)
-    assert len(frames) == 12 and all(s.label_path is None for s in frames)
-    assert frames[0].name.startswith("stuttgart_00_000000_")
 
 
 def test_kitti_road_and_lane(kitti_root):
@@ -106,7 +100,10 @@ def test_corrupt_image_names_the_file(cityscapes_root, tmp_path):
     samples = [type(samples[0])(broken, samples[0].label_path, "x", "y")]
     scheme = get_scheme("cityscapes", "categories")
     dataset = SegmentationDataset(
-        samples, scheme, evaluation_transform(64, 128), label_reader("cityscapes")
+        samples,
+        scheme,
+        evaluation_transform(64, 128, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        label_reader("cityscapes"),
     )
     with pytest.raises(UserError, match=broken.name):
         dataset[0]
@@ -186,7 +183,10 @@ def test_unknown_label_values_are_ignored_with_a_warning(cityscapes_root, tmp_pa
     bad = type(sample)(sample.image_path, bad_label, sample.name, sample.group)
     scheme = get_scheme("cityscapes", "categories")
     dataset = SegmentationDataset(
-        [bad], scheme, evaluation_transform(64, 128), label_reader("cityscapes")
+        [bad],
+        scheme,
+        evaluation_transform(64, 128, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        label_reader("cityscapes"),
     )
     with caplog.at_level(logging.WARNING):
         target = dataset[0]["target"]

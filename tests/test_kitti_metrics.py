@@ -2,7 +2,6 @@
 
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +12,6 @@ from segmentation.evaluation.kitti_road import (
     KittiRoadScores,
     level_histograms,
     quantize,
-    read_ground_truth,
     road_scores,
 )
 
@@ -158,20 +156,17 @@ def test_against_a_plain_devkit_on_random_images():
         assert results["um"][key] == pytest.approx(float(value), abs=1e-12), key
 
 
-def test_update_from_logits_and_target():
-    logits = torch.tensor([[[[3.0, -3.0, 1.0, 0.0]]]])  # (1, 1, 1, 4) sigmoid head
+def test_probabilities_are_counted_at_their_quantized_levels():
+    road_prob = torch.sigmoid(torch.tensor([[[3.0, -3.0, 1.0, 0.0]]]))
     target = torch.tensor([[[1, 0, IGNORE_INDEX, 1]]])
+    gt_road, valid = target == 1, target != IGNORE_INDEX
     accumulator = KittiRoadScores("cpu")
-    accumulator.update_from_logits(logits, target, ["uu"])
+    accumulator.update(road_prob, gt_road, valid, ["uu"])
     histograms = accumulator.histograms
     assert histograms.sum() == 3
     assert histograms[2, 0, 243] == 1  # sigmoid(3) * 255 = 242.9
     assert histograms[2, 0, 128] == 1  # sigmoid(0) * 255 = 127.5, rounds half to even
     assert histograms[2, 1, 12] == 1  # sigmoid(-3) * 255 = 12.1
-    two_channel = torch.cat([torch.zeros_like(logits), logits], dim=1)  # softmax head
-    accumulator.reset()
-    accumulator.update_from_logits(two_channel, target, "uu")
-    assert accumulator.histograms[2, 0, 243] == 1
     assert set(accumulator.compute()) == {"uu", "overall"}
 
 
@@ -188,14 +183,3 @@ def test_bad_input_is_a_user_error():
         accumulator.update(prob, mask, mask, "city")
     with pytest.raises(UserError, match="categories for a batch"):
         accumulator.update(prob, mask, mask, ["um"])
-
-
-def test_read_ground_truth(tmp_path):
-    rgb = np.zeros((2, 3, 3), np.uint8)
-    rgb[0, 0] = (255, 0, 255)  # road
-    rgb[0, 1] = (255, 0, 0)  # valid, not road
-    path = tmp_path / "um_road_000000.png"
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    gt_road, valid = read_ground_truth(path)
-    assert gt_road.tolist() == [[True, False, False], [False, False, False]]
-    assert valid.tolist() == [[True, True, False], [False, False, False]]

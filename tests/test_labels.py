@@ -4,6 +4,7 @@ from cityscapesscripts.helpers.labels import category2labels, id2label, labels, 
 
 from segmentation.data.labels import IGNORE_INDEX, get_scheme, kitti_codes
 from segmentation.errors import UserError
+from segmentation.visualize import colorize
 
 STORED_IDS = [label.id for label in labels if label.id >= 0]
 
@@ -107,7 +108,7 @@ def test_kitti_colours_follow_the_devkit():
 def test_colorize_uses_the_class_colours():
     scheme = get_scheme("cityscapes", "official")
     prediction = np.array([[0, 10, IGNORE_INDEX]], np.uint8)
-    colors = scheme.colorize(prediction)
+    colors = colorize(prediction, scheme)
     assert colors.tolist() == [
         [list(name2label["road"].color), list(name2label["sky"].color), [0, 0, 0]]
     ]

@@ -113,7 +113,7 @@ def test_sliding_window_of_a_pointwise_model_equals_the_whole_image(tta):
     model, images = pointwise_model(), images_of(64, 96)
     seen = []
     model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
-    windowed = predict(model, images, base_size=(32, 48), divisor=16, window=True, tta=tta)
+    windowed = predict(model, images, base_size=(32, 48), divisor=16, sliding_window=True, tta=tta)
     assert seen and set(seen) == {(32, 48)}  # windows only, never the whole image
     assert len(seen) == (3 * 3) * (2 if tta == "hflip" else 1)  # stride 21x32: 3x3 windows
     with torch.no_grad():

@@ -51,7 +51,8 @@ def find_cityscapes(
     """Image/label pairs of one split.
 
     annotation: "gtFine" or "gtCoarse" (the only labels of train_extra).
-    cities / exclude_cities: keep only, or drop, these cities (the seed held out train cities
+    cities / exclude_cities: keep only, or drop, these cities (the original project held out train
+    cities
         ulm, bremen and aachen as its validation set).
     skip_missing_labels: drop images without a label file with a warning instead of failing.
     """
@@ -90,11 +91,3 @@ def find_cityscapes(
     if not samples:
         raise _layout_error(root, f"no labelled images left in the {split} split")
     return samples
-
-
-def find_frames(root: Path, split: str = "demoVideo") -> list[Sample]:
-    """Unlabeled images of a leftImg8bit split folder, e.g. the Stuttgart demo video frames."""
-    return [
-        Sample(path, None, path.name[: -len(IMAGE_SUFFIX)], path.parent.name)
-        for path in find_images(root, split)
-    ]

@@ -49,10 +49,23 @@ def read_label_ids(path: Path) -> np.ndarray:
     return label
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write (H, W) or (H, W, 3) RGB uint8 as PNG, creating the parent folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def encode_png(array: np.ndarray) -> bytes:
+    """(H, W) or (H, W, 3) RGB uint8 -> the bytes of a PNG file."""
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), array):
-        raise UserError(f"cannot write {path}: check that the folder is writable")
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise UserError(f"cannot encode an array of shape {array.shape} as PNG")
+    return encoded.tobytes()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write (H, W) or (H, W, 3) RGB uint8 as PNG, creating the parent folder."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(array))
+    except OSError as error:
+        raise UserError(
+            f"cannot write {path} ({error.strerror or error}): free disk space or check that "
+            "the folder is writable"
+        ) from None

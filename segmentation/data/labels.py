@@ -7,10 +7,10 @@ official label ids (export for the official evaluator).
 
 The training target is an index map: `target (H, W) uint8` (int64 once batched on the device)
 holding class indices 0..C-1, or IGNORE_INDEX where a pixel counts for nothing. The same map
-serves softmax cross-entropy, index-based metrics, and the seed's per-channel sigmoid losses,
-which expand it to one-hot channels inside the loss. Binary schemes (one selected Cityscapes
-class, KITTI road and lane) have C == 2 classes, background first, and a sigmoid model gives
-them a single output channel: the logit of class 1.
+serves softmax cross-entropy, index-based metrics, and the original project's per-channel
+sigmoid losses, which expand it to one-hot channels inside the loss. Binary schemes (one
+selected Cityscapes class, KITTI road and lane) have C == 2 classes, background first, and a
+sigmoid model gives them a single output channel: the logit of class 1.
 
 Cityscapes label definitions come only from `cityscapesscripts.helpers.labels`.
 """
@@ -97,12 +97,6 @@ class LabelScheme:
     def known_values(self) -> int:
         return NUM_CITYSCAPES_LABEL_IDS if self.dataset == "cityscapes" else 4
 
-    def colorize(self, prediction: np.ndarray) -> np.ndarray:
-        """Class indices (H, W) -> RGB colours (H, W, 3) uint8; ignored pixels black."""
-        palette = np.zeros((256, 3), np.uint8)
-        palette[: self.num_classes] = self.colors
-        return palette[prediction]
-
     def to_label_ids(self, prediction: np.ndarray) -> np.ndarray:
         """Class indices (H, W) -> Cityscapes label ids (H, W) uint8 for the official evaluator."""
         if self.export_label_ids is None:
@@ -130,7 +124,8 @@ def _cityscapes_scheme(
 
 
 def _categories() -> LabelScheme:
-    """The 8 Cityscapes categories (void included as a class), as the seed trained them."""
+    """The 8 Cityscapes categories (void included as a class), as the original project trained
+    them."""
     by_category: dict[int, list] = {}
     for label in _STORED_LABELS:
         by_category.setdefault(label.categoryId, []).append(label)

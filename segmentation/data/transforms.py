@@ -12,9 +12,6 @@ from collections.abc import Sequence
 import albumentations as A
 import cv2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> A.Normalize:
     return A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)
@@ -39,15 +36,16 @@ def weather_transforms() -> list[A.BasicTransform]:
 def training_transform(
     height: int,
     width: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
     *,
     crop_scale: tuple[float, float] = (0.81, 1.0),
     hflip: float = 0.5,
     color: float = 0.5,
     weather: bool = False,
 ) -> A.Compose:
-    """The seed's augmentations: a random crop of about 0.9 of the frame's side (0.81 of its
+    """The original project's augmentations: a random crop of about 0.9 of the frame's side (0.81
+    of its
     area), resized to height x width; a horizontal flip; one of brightness/contrast or gamma;
     optionally weather; then normalization. Output: image (H, W, 3) float32, mask (H, W)."""
     aspect = width / height
@@ -77,8 +75,8 @@ def training_transform(
 def evaluation_transform(
     height: int,
     width: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> A.Compose:
     """Resize to height x width (labels with nearest neighbour) and normalize."""
     return A.Compose(

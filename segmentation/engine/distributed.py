@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from segmentation.errors import UserError
+from segmentation.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -25,23 +25,6 @@ class DistributedContext:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> this process's GPU when CUDA works, else the CPU; "cuda" -> cuda:local_rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"device '{name}' asked for, but CUDA is not available: use --device cpu"
-            )
-        if name == "cuda":
-            return torch.device("cuda", local_rank)
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
 
 
 def setup_distributed(device_name: str) -> DistributedContext:
@@ -66,10 +49,11 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """True on every process if `flag` is true on any (e.g. a stop request on one rank)."""
+def any_process(flag: torch.Tensor, device: torch.device) -> bool:
+    """True on every process if the boolean `flag` is true on any (a stop request, a
+    non-finite loss). A host sync: call it only where the loop can afford one."""
     if not dist.is_initialized():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(flag)
+    value = flag.to(device=device, dtype=torch.float32).reshape(1)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)

@@ -15,14 +15,14 @@ SCHEDULERS = ("plateau", "poly", "cosine", "none")
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """Adam (the seed's), AdamW or SGD with momentum over all parameters.
+    """Adam (the original project's), AdamW or SGD with momentum over all parameters.
 
     Frozen parameters (requires_grad False while the encoder warms up) stay in the optimizer:
     they get no gradient, so it leaves them alone until they are unfrozen.
     """
     parameters = list(model.parameters())
-    # Fused kernels: one pass over all parameters (CUDA and CPU); on a CPU the step of a
-    # resnext50 FPN took 18 ms instead of 117 ms with the per-tensor loop (bench/).
+    # Fused kernels: one pass over all parameters instead of a loop over tensors, on CUDA and
+    # on the CPU alike (bench/bench_train_step.py measures the difference).
     fused = all(parameter.device.type in ("cuda", "cpu") for parameter in parameters)
     if config.optimizer == "adam":
         return torch.optim.Adam(
@@ -42,7 +42,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: OptimConfig, total_iters: int
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
-    """ "plateau" (the seed's: divide the rate when the validation loss stalls, stepped once an
+    """ "plateau" (the original project's: divide the rate when the validation loss stalls, stepped
+    once an
     epoch) or a per-iteration schedule: "poly", "cosine" or constant "none", each after an
     optional linear warmup over `warmup_iters`."""
     if config.scheduler not in SCHEDULERS:
@@ -80,6 +81,7 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def steps_per_iteration(scheduler: object) -> bool:
-    """Whether the schedule advances every optimizer step (else once an epoch)."""
+def is_stepped_per_iteration(scheduler: object) -> bool:
+    """True if the schedule advances every optimizer step, False if once an epoch on the
+    validation loss (plateau)."""
     return not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -1,4 +1,4 @@
-"""Whether a checkpoint can seed this run: same model for --init-from, and for --resume also
+"""Whether a checkpoint can start this run: same model for --init-from, and for --resume also
 the same optimizer and schedule (which the checkpoint restores)."""
 
 from __future__ import annotations

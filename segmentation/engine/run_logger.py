@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segmentation.data.labels import LabelScheme
+from segmentation.files import json_safe
+from segmentation.visualize import denormalize, overlay
+
 logger = logging.getLogger("segmentation")
-
-
-def _plain(value: object) -> object:
-    """JSON-safe values: NaN and infinities become null."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class RunLogger:
@@ -57,7 +50,7 @@ class RunLogger:
         if not self.enabled:
             return
         with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(_plain(record)) + "\n")
+            handle.write(json.dumps(json_safe(record)) + "\n")
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -67,3 +60,81 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def drop_records_after(self, epoch: int) -> None:
+        """Drop metrics.jsonl records of epochs after `epoch`: they are about to be trained
+        again."""
+        if not self.enabled or not self.metrics_path.is_file():
+            return
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+        if len(kept) < len(lines):
+            temporary = self.metrics_path.with_suffix(".tmp")
+            temporary.write_text("".join(line + "\n" for line in kept))
+            temporary.replace(self.metrics_path)
+
+    def log_epoch(
+        self, training, result, metrics: dict, panel: list, seconds: float, improved: bool
+    ) -> None:
+        """One epoch's record in metrics.jsonl, its scalars and image panel in TensorBoard,
+        and its console line."""
+        state, key = training.state, training.config.train.key_metric
+        record = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "lr": training.optimizer.param_groups[0]["lr"],
+            "train_loss": result.loss,
+            "train_images_per_second": result.images_per_second,
+            "val_loss": metrics["loss"],
+            "val_mIoU": metrics["mIoU"],
+            "val_mDice": metrics["mDice"],
+            "val_pixel_accuracy": metrics["pixel_accuracy"],
+            "per_class": metrics["per_class"],
+            "seconds": seconds,
+        }
+        self.epoch_record(record)
+        scalars = {
+            "val/loss": metrics["loss"],
+            "val/mIoU": metrics["mIoU"],
+            "val/mDice": metrics["mDice"],
+            "val/pixel_accuracy": metrics["pixel_accuracy"],
+            "train/epoch_loss": result.loss,
+            "train/epoch_images_per_second": result.images_per_second,
+        }
+        for name, scores in metrics["per_class"].items():
+            scalars[f"val_IoU/{name}"] = scores["iou"]
+            scalars[f"val_Dice/{name}"] = scores["dice"]
+        self.scalars(scalars, state.epoch)
+        mean, std = training.normalization
+        self.images(
+            "val/input_truth_prediction",
+            panel_image(panel, training.scheme, mean, std),
+            state.epoch,
+        )
+        self.flush()
+        if self.enabled:
+            best = f" (best {key}, saved best.pt)" if improved else ""
+            logger.info(
+                "epoch %d/%d  train loss %.4f  val loss %.4f  mIoU %.4f  mDice %.4f  "
+                "%.1f img/s  %.0fs%s",
+                state.epoch,
+                training.config.train.epochs,
+                result.loss,
+                metrics["loss"],
+                metrics["mIoU"] or 0.0,
+                metrics["mDice"] or 0.0,
+                result.images_per_second,
+                seconds,
+                best,
+            )
+
+
+def panel_image(panel: list, scheme: LabelScheme, mean, std) -> np.ndarray:
+    """(N, H, 3W, 3) uint8: input, ground truth over input, prediction over input."""
+    rows = []
+    for image, target, prediction in panel:
+        rgb = denormalize(image.float().numpy(), mean, std)
+        truth = overlay(rgb, target.numpy(), scheme)
+        predicted = overlay(rgb, prediction.numpy().astype(np.uint8), scheme)
+        rows.append(np.concatenate([rgb, truth, predicted], axis=1))
+    return np.stack(rows) if rows else np.zeros((0, 1, 1, 3), np.uint8)

@@ -9,32 +9,30 @@ devkit's MaxF/AP/PRE/REC/FPR/FNR per category.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from segmentation.data.dataset import FullResolutionDataset, Sample, collate_list, size_groups
-from segmentation.data.io import limit_opencv_threads, write_png
+from segmentation.data.io import write_png
+from segmentation.data.loading import make_loader
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
 from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
+from segmentation.evaluation.loop import evaluate
+from segmentation.files import json_safe
 from segmentation.inference.model import TrainedModel
+from segmentation.inference.predict import PredictionOptions
 from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
+from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvaluationOptions:
-    tta: str = "none"  # none | hflip | multiscale
-    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
-    merge: str = "mean"  # mean | gmean | tsharpen
-    sliding_window: bool = False
-    drop_clusters: int = 0  # remove regions smaller than N x N pixels
+    prediction: PredictionOptions = field(default_factory=PredictionOptions)
     export_dir: Path | None = None
     export_color: bool = False
     batch_size: int = 2
@@ -71,37 +69,30 @@ class Evaluator:
 
     def run(self, samples: list[Sample], read_label) -> dict:
         options = self.options
-        if options.workers:
-            limit_opencv_threads()
-        loader = DataLoader(
+        loader = make_loader(
             FullResolutionDataset(samples, read_label),
             batch_size=options.batch_size,
-            num_workers=options.workers,
+            workers=options.workers,
+            device=self.trained.device,
             collate_fn=collate_list,
-            pin_memory=self.trained.device.type == "cuda",
         )
-        progress = tqdm(
-            total=len(samples), desc="evaluate", disable=not sys.stderr.isatty(), leave=False
-        )
-        for batch in loader:
-            for images, stored, indices in _same_size_groups(batch):
-                self._score(images, stored, [samples[i] for i in indices])
-                progress.update(len(indices))
-        progress.close()
+        groups = (group for batch in loader for group in _same_size_groups(batch))
+
+        def predict(group: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+            images, stored, indices = group
+            return self._score(images, stored, [samples[i] for i in indices])
+
+        evaluate(predict, groups, self.matrix, total=len(samples))
         return self._results(len(samples))
 
-    def _score(self, images: torch.Tensor, stored: torch.Tensor, samples: list[Sample]) -> None:
+    def _score(
+        self, images: torch.Tensor, stored: torch.Tensor, samples: list[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict a group of equally sized images; feed the official scores and the export.
+        Returns (predicted classes, target classes) for the confusion matrix."""
         options = self.options
-        classes, probs = self.trained.predict(
-            images,
-            tta=options.tta,
-            scales=options.scales,
-            merge=options.merge,
-            window=options.sliding_window,
-            drop_clusters=options.drop_clusters,
-        )
+        classes, probs = self.trained.predict(images, options.prediction)
         stored = stored.to(self.trained.device, non_blocking=True).long()
-        self.matrix.update(classes, self.lookup[stored])
         if self.cityscapes is not None:
             self.cityscapes.update(classes, stored)
         if self.kitti is not None:
@@ -110,6 +101,7 @@ class Evaluator:
             self.kitti.update(probs[:, 1], road, valid, [sample.group for sample in samples])
         if options.export_dir is not None:
             self._export(classes, probs, samples)
+        return classes, self.lookup[stored]
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)
@@ -129,7 +121,7 @@ class Evaluator:
         if self.options.export_color:
             for class_map, sample in zip(class_maps, samples):
                 color_path = root / "color" / sample.group / f"{sample.name}_color.png"
-                write_png(color_path, scheme.colorize(class_map))
+                write_png(color_path, colorize(class_map, scheme))
 
     def _results(self, num_images: int) -> dict:
         scheme = self.trained.scheme
@@ -139,16 +131,16 @@ class Evaluator:
             "labels": scheme.name,
             "checkpoint": str(self.trained.checkpoint),
             "images": num_images,
-            "tta": self.options.tta,
+            "tta": self.options.prediction.tta,
             **scores,
         }
         if self.cityscapes is not None:
             official = self.cityscapes.compute()
-            results["cityscapes"] = {key: _json_safe(value) for key, value in official.items()}
+            results["cityscapes"] = {key: json_safe(value) for key, value in official.items()}
             if scheme.contains_evaluated_classes:
                 self._use_official_classes(results, official)
         if self.kitti is not None:
-            results["kitti_road"] = _json_safe(self.kitti.compute())
+            results["kitti_road"] = json_safe(self.kitti.compute())
         return results
 
     def _use_official_classes(self, results: dict, official: dict) -> None:
@@ -177,13 +169,3 @@ def _same_size_groups(batch: dict):
         images = torch.stack([batch["image"][p] for p in positions])
         stored = torch.stack([batch["stored"][p] for p in positions])
         yield images, stored, [batch["index"][p] for p in positions]
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, float | np.floating):
-        return none_if_nan(float(value))
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

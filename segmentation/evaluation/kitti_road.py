@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -42,38 +40,6 @@ def quantize(road_prob: torch.Tensor) -> torch.Tensor:
     """
     scaled = torch.round(road_prob.float().clamp(0.0, 1.0) * 255.0)
     return torch.where(torch.isnan(scaled), -1.0, scaled).long()
-
-
-def road_probability(logits: torch.Tensor) -> torch.Tensor:
-    """logits (B, K, H, W) of a binary scheme -> road probability (B, H, W) float32.
-
-    K == 1 (sigmoid head): sigmoid of the one channel; K == 2 (softmax head): softmax class 1.
-    """
-    if logits.dim() != 4 or logits.shape[1] not in (1, 2):
-        raise UserError(
-            f"road probabilities need logits (B, 1 or 2, H, W), got {tuple(logits.shape)}: "
-            "use a binary KITTI scheme (road or lane)"
-        )
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
-
-
-def road_masks(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training target (B, H, W) of a KITTI scheme -> (gt_road, valid), each (B, H, W) bool.
-
-    The scheme maps background to 0, road to 1 and outside-the-valid-area to IGNORE_INDEX.
-    """
-    return target == 1, (target == 0) | (target == 1)
-
-
-def read_ground_truth(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """KITTI gt PNG -> (gt_road, valid), each (H, W) bool: blue > 0, red > 0, as the devkit."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f"cannot read KITTI ground truth {path}: check that the file exists")
-    return bgr[:, :, 0] > 0, bgr[:, :, 2] > 0
 
 
 def level_histograms(
@@ -208,13 +174,6 @@ class KittiRoadScores:
         # Categories are known on the host: a per-image add needs no index tensor copied over.
         for image, name in enumerate(names):
             self.histograms[CATEGORIES.index(name)] += per_image[image]
-
-    def update_from_logits(
-        self, logits: torch.Tensor, target: torch.Tensor, categories: str | Sequence[str]
-    ) -> None:
-        """logits (B, 1 or 2, H, W) and the KITTI training target (B, H, W) at the same size."""
-        gt_road, valid = road_masks(target)
-        self.update(road_probability(logits), gt_road, valid, categories)
 
     def all_reduce(self) -> None:
         all_reduce_sum(self.histograms)

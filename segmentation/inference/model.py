@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +13,14 @@ from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
 from segmentation.errors import UserError
-from segmentation.inference.predict import drop_small_clusters_in_batch, predict_probabilities
+from segmentation.inference.predict import (
+    PredictionOptions,
+    drop_small_clusters_in_batch,
+    predict_probabilities,
+)
 from segmentation.models import encoder_normalization, model_from_config, required_input_multiple
+
+DEFAULT_PREDICTION = PredictionOptions()
 
 
 @dataclass
@@ -52,32 +57,26 @@ class TrainedModel:
         return images
 
     def predict(
-        self,
-        images: torch.Tensor,
-        *,
-        tta: str = "none",
-        scales: Sequence[float] = (1.0,),
-        merge: str = "mean",
-        window: bool = False,
-        drop_clusters: int = 0,
+        self, images: torch.Tensor, options: PredictionOptions = DEFAULT_PREDICTION
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, 3, H, W) -> class maps (B, H, W) int64 and probabilities
         (B, C, H, W), on the model's device at the images' size (see predict_probabilities);
-        drop_clusters > 0 cleans the maps of regions under N x N pixels."""
+        with options.drop_clusters the maps are cleaned of regions under N x N pixels."""
         probs = predict_probabilities(
             self.model,
             self.normalize(images),
             self.head,
             base_size=self.image_size,
             divisor=self.divisor,
-            tta=tta,
-            scales=scales,
-            merge=merge,
-            window=window,
+            tta=options.tta,
+            scales=options.scales,
+            merge=options.merge,
+            sliding_window=options.sliding_window,
         )
         classes = probs.argmax(dim=1)
-        if drop_clusters:
-            classes = drop_small_clusters_in_batch(classes, probs, drop_clusters).to(self.device)
+        if options.drop_clusters:
+            classes = drop_small_clusters_in_batch(classes, probs, options.drop_clusters)
+            classes = classes.to(self.device)
         return classes, probs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -21,6 +22,20 @@ from segmentation.errors import UserError
 
 TTA_MODES = ("none", "hflip", "multiscale")
 MERGES = ("mean", "gmean", "tsharpen")
+
+
+@dataclass(frozen=True)
+class PredictionOptions:
+    """How a trained model's predictions are made: test-time augmentation, sliding window,
+    small-cluster clean-up."""
+
+    tta: str = "none"  # none | hflip | multiscale
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25)  # for multiscale
+    merge: str = "mean"  # how views merge: mean | gmean | tsharpen
+    sliding_window: bool = False  # full resolution in windows of the training size
+    drop_clusters: int = 0  # regions smaller than N x N pixels take their next likeliest class
+
+
 _EPS = 1e-7
 
 
@@ -54,12 +69,12 @@ def _forward(model: nn.Module, images: torch.Tensor, head: str, hflip: bool) -> 
     probs = probabilities_from_logits(model(images), head)
     if not hflip:
         return probs
-    # Street scenes are left-right symmetric, not up-down (the seed flipped vertically).
+    # Street scenes are left-right symmetric, not up-down (the original project flipped vertically).
     flipped = probabilities_from_logits(model(images.flip(-1)), head).flip(-1)
     return torch.stack([probs, flipped])
 
 
-def sliding_window(
+def predict_in_windows(
     model: nn.Module,
     images: torch.Tensor,
     head: str,
@@ -92,7 +107,8 @@ def sliding_window(
 
 class ViewMerger:
     """Merges per-view probabilities (B, C, H, W) as they come, holding one running sum: the
-    mean over the views (not over the batch, as the seed did), the geometric mean, or the mean
+    mean over the views (not over the batch, as the original project did), the geometric mean, or
+    the mean
     of p ** power ("tsharpen")."""
 
     def __init__(self, merge: str, power: float = 0.5) -> None:
@@ -120,7 +136,7 @@ def parse_scales(text: str) -> list[float]:
         scales = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"--scales must be numbers separated by commas, got '{text}'") from None
-    if not scales or any(scale <= 0 for scale in scales):
+    if not scales or any(not math.isfinite(scale) or scale <= 0 for scale in scales):
         raise UserError(f"--scales must be positive numbers, e.g. 0.75,1.0,1.25; got '{text}'")
     return scales
 
@@ -136,14 +152,15 @@ def predict_probabilities(
     tta: str = "none",
     scales: Sequence[float] = (1.0,),
     merge: str = "mean",
-    window: bool = False,
+    sliding_window: bool = False,
     out_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Class probabilities of normalized images (B, 3, H, W) at `out_size` (default H x W).
 
     base_size: the size the model was trained at. By default every view resizes the whole
-        frame to base_size x scale. With `window`, views run at the frame's own size x scale in
-        overlapping windows of base_size: for models trained on crops at full resolution.
+        frame to base_size x scale. With `sliding_window`, views run at the frame's own size x
+        scale in overlapping windows of base_size: for models trained on crops at full
+        resolution.
     tta: "none"; "hflip" adds the mirrored view; "multiscale" runs each of `scales`, with and
         without the flip. Views are merged with `merge`.
     """
@@ -154,11 +171,11 @@ def predict_probabilities(
     hflip = tta in ("hflip", "multiscale")
     merger = ViewMerger(merge)
     for scale in view_scales:
-        reference = images.shape[-2:] if window else base_size
+        reference = images.shape[-2:] if sliding_window else base_size
         size = valid_size(reference[0] * scale, reference[1] * scale, divisor)
         scaled = resize(images, size)
-        if window and (size[0] > base_size[0] or size[1] > base_size[1]):
-            probs = sliding_window(model, scaled, head, base_size, hflip)
+        if sliding_window and (size[0] > base_size[0] or size[1] > base_size[1]):
+            probs = predict_in_windows(model, scaled, head, base_size, hflip)
         else:
             probs = _forward(model, scaled, head, hflip)
         for view in probs if hflip else [probs]:
@@ -169,7 +186,8 @@ def predict_probabilities(
 def drop_small_clusters(
     classes: np.ndarray, probs: np.ndarray, min_side: int, ignore: Sequence[int] = ()
 ) -> np.ndarray:
-    """The seed's clean-up: connected regions of a class smaller than min_side x min_side
+    """The original project's clean-up: connected regions of a class smaller than min_side x
+    min_side
     pixels take the next most probable class instead.
 
     classes (H, W) int class map; probs (C, H, W) float probabilities; returns a new map.

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from segmentation.data.dataset import size_groups
 from segmentation.data.frames import (
@@ -31,11 +28,13 @@ from segmentation.data.frames import (
     is_video,
     video_frame_name,
 )
-from segmentation.data.io import limit_opencv_threads, write_png
+from segmentation.data.io import encode_png
 from segmentation.data.labels import LabelScheme
+from segmentation.data.loading import make_loader, progress_bar
 from segmentation.errors import UserError
+from segmentation.files import write_atomically
 from segmentation.inference.model import TrainedModel
-from segmentation.inference.predict import drop_small_clusters_in_batch
+from segmentation.inference.predict import PredictionOptions, drop_small_clusters_in_batch
 from segmentation.visualize import colorize, overlay
 
 logger = logging.getLogger(__name__)
@@ -47,10 +46,7 @@ SAVE_KINDS = ("overlay", "color", "labelIds")
 class RenderOptions:
     save: list[str] = field(default_factory=lambda: ["overlay"])
     alpha: float = 0.5
-    tta: str = "none"
-    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
-    merge: str = "mean"
-    drop_clusters: int = 0
+    prediction: PredictionOptions = field(default_factory=PredictionOptions)
     batch_size: int = 4
     workers: int = 2
     overwrite: bool = False
@@ -72,6 +68,12 @@ def output_paths(output: Path, frame: Frame, kinds: list[str]) -> list[Path]:
     return [output / f"{frame.name}_{kind}.png" for kind in kinds]
 
 
+def _video_frames(video: Path) -> list[Frame]:
+    return [
+        Frame(video_frame_name(video, index), None) for index in range(VideoFrames(video).count)
+    ]
+
+
 def collate_frames(items: list[dict]) -> dict:
     """Decoded frames -> {"groups": [{"indices": [...], "images": (B, 3, H, W) uint8}],
     "errors": [(index, message)]}: frames of one size stacked, in the worker."""
@@ -88,11 +90,16 @@ def collate_frames(items: list[dict]) -> dict:
 
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:
-    """Write to a hidden temporary name, then rename: a render killed mid-write leaves no
-    truncated PNG that the next run would take for a finished frame."""
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    write_png(partial, array)
-    os.replace(partial, path)
+    """A render killed mid-write leaves no truncated PNG that the next run would take for a
+    finished frame."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda handle: handle.write(encode_png(array)), sync=False)
+    except OSError as error:
+        raise UserError(
+            f"cannot write {path} ({error.strerror or error}): free disk space or check that "
+            "the folder is writable"
+        ) from None
 
 
 def _write_outputs(
@@ -151,20 +158,14 @@ class Renderer:
             raise UserError(
                 f"cannot create output folder {output} ({error.strerror}): choose another --output"
             ) from None
-        options = self.options
         video = Path(source) if is_video(source) else None
-        if video is not None:
-            # The container's frame count may be approximate: names come from the index.
-            count = VideoFrames(video).count
-            frames = [Frame(video_frame_name(video, index), None) for index in range(count)]
-        else:
-            frames = find_frames(source)
+        frames = _video_frames(video) if video is not None else find_frames(source)
         done = set()
-        if not options.overwrite:
+        if not self.options.overwrite:
             done = {
                 index
                 for index, frame in enumerate(frames)
-                if all(path.is_file() for path in output_paths(output, frame, options.save))
+                if all(path.is_file() for path in output_paths(output, frame, self.options.save))
             }
         report = RenderReport(skipped_done=len(done))
         if frames and len(frames) == len(done):
@@ -174,35 +175,42 @@ class Renderer:
                 output,
             )
             return report
-        if video is not None:
-            dataset = VideoFrames(video, skip=done)
-            workers = min(options.workers, 1)  # a video decodes in order
-        else:
-            todo = [index for index in range(len(frames)) if index not in done]
-            dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
-            workers = options.workers
-        if workers:
-            limit_opencv_threads()
-        loader = DataLoader(
-            dataset,
-            batch_size=options.batch_size,
-            num_workers=workers,
-            collate_fn=collate_frames,
-            pin_memory=self.trained.device.type == "cuda",
-        )
 
         def frame_at(index: int) -> Frame:
+            # A video's frame count in its container may be short: later names from the index.
             if video is not None and index >= len(frames):
                 return Frame(video_frame_name(video, index), None)
             return frames[index]
 
-        progress = tqdm(
-            total=len(frames) - len(done),
-            desc="render",
-            unit="frame",
-            disable=not sys.stderr.isatty(),
-        )
         started = time.perf_counter()
+        loader = self._loader(frames, video, done)
+        decoded = self._render(loader, len(frames) - len(done), output, frame_at, report)
+        if video is not None and decoded == 0 and not done:
+            raise UserError(f"no frame could be decoded from {video}: check that it is a video")
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _loader(self, frames: list[Frame], video: Path | None, done: set[int]):
+        if video is not None:
+            dataset = VideoFrames(video, skip=done)
+            workers = min(self.options.workers, 1)  # a video decodes in order
+        else:
+            todo = [index for index in range(len(frames)) if index not in done]
+            dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
+            workers = self.options.workers
+        return make_loader(
+            dataset,
+            batch_size=self.options.batch_size,
+            workers=workers,
+            device=self.trained.device,
+            collate_fn=collate_frames,
+        )
+
+    def _render(self, loader, total: int, output: Path, frame_at, report: RenderReport) -> int:
+        """Predict every decoded frame and hand its PNGs to the writing threads. Returns the
+        number of frames decoded (readable or not)."""
+        options = self.options
+        progress = progress_bar(total, "render", unit="frame")
         decoded = 0
         writers = min(8, max(2, (os.cpu_count() or 2) // 2))
         with ThreadPoolExecutor(max_workers=writers) as pool:
@@ -214,18 +222,9 @@ class Renderer:
                     classes, ready = self._predict(group["images"])
                     for image, class_map, index in zip(group["images"], classes, group["indices"]):
                         paths = output_paths(output, frame_at(index), options.save)
-                        pending.append(
-                            pool.submit(
-                                _write_outputs,
-                                image,
-                                class_map,
-                                ready,
-                                paths,
-                                options.save,
-                                self.trained.scheme,
-                                options.alpha,
-                            )
-                        )
+                        write = (image, class_map, ready, paths, options.save)
+                        style = (self.trained.scheme, options.alpha)
+                        pending.append(pool.submit(_write_outputs, *write, *style))
                     report.rendered += len(group["indices"])
                 count = len(batch["errors"]) + sum(len(g["indices"]) for g in batch["groups"])
                 decoded += count
@@ -236,20 +235,20 @@ class Renderer:
             for future in pending:
                 future.result()
         progress.close()
-        if video is not None and decoded == 0 and not done:
-            raise UserError(f"no frame could be decoded from {video}: check that it is a video")
-        report.seconds = time.perf_counter() - started
-        return report
+        return decoded
 
     def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 on the host at the frames' size,
         and the CUDA event after which they are there (None: they are there already)."""
         options = self.options
         with torch.inference_mode():
+            # The clean-up is a host job: done here, its maps stay on the host.
             classes, probs = self.trained.predict(
-                images, tta=options.tta, scales=options.scales, merge=options.merge
+                images, replace(options.prediction, drop_clusters=0)
             )
-            if options.drop_clusters:  # a host job: its maps stay there
-                cleaned = drop_small_clusters_in_batch(classes, probs, options.drop_clusters)
+            if options.prediction.drop_clusters:
+                cleaned = drop_small_clusters_in_batch(
+                    classes, probs, options.prediction.drop_clusters
+                )
                 return cleaned.to(torch.uint8), None
             return _to_host(classes.to(torch.uint8))

@@ -48,7 +48,7 @@ ENCODERS: dict[str, EncoderSpec] = {
     ),
 }
 
-# Short names used by the seed project's command line and configs.
+# Short names used by the original project's command line and configs.
 ENCODER_ALIASES: dict[str, str] = {
     "resnext50": "resnext50_32x4d",
     "resnext101": "resnext101_32x8d",

@@ -48,8 +48,9 @@ class FPN(SegmentationModel):
     """FPN: image (B, in_channels, H, W) -> logits (B, num_classes, H, W); H, W multiples of 32.
 
     Options:
-        pyramid_channels: width of the top-down pyramid p5..p2 (seed: 256).
-        segmentation_channels: width of each segmentation branch (seed: 128; a multiple of 32
+        pyramid_channels: width of the top-down pyramid p5..p2 (original project: 256).
+        segmentation_channels: width of each segmentation branch (original project: 128; a multiple
+        of 32
             for GroupNorm(32)).
         merge: "add" sums the four branches; "cat" concatenates them (4x the channels).
         dropout: Dropout2d probability after the merge (seed and smp: 0.2).

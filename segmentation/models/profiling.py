@@ -46,7 +46,7 @@ def peak_training_memory_mb(model: nn.Module, images: torch.Tensor) -> tuple[flo
         peak = torch.cuda.max_memory_allocated(images.device) - before
         method = "CUDA max_memory_allocated increase"
     else:
-        sampler = _RssSampler()
+        sampler = RssSampler()
         with sampler:
             model(images).float().mean().backward()
         peak = sampler.peak - sampler.baseline
@@ -55,8 +55,9 @@ def peak_training_memory_mb(model: nn.Module, images: torch.Tensor) -> tuple[flo
     return peak / 2**20, method
 
 
-class _RssSampler:
-    """Context manager recording the baseline and peak resident set size of this process."""
+class RssSampler:
+    """Context manager recording the baseline and the peak resident set size of this process,
+    read by a thread every `interval_s` seconds."""
 
     def __init__(self, interval_s: float = 0.001) -> None:
         import psutil  # a development dependency: imported only when measuring on the CPU
@@ -72,7 +73,7 @@ class _RssSampler:
             self.peak = max(self.peak, self.process.memory_info().rss)
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> "_RssSampler":
+    def __enter__(self) -> "RssSampler":
         self.baseline = self.peak = self.process.memory_info().rss
         self._thread.start()
         return self

@@ -8,15 +8,16 @@ from segmentation.models.base import SegmentationModel, check_dropout, check_pos
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
-    """3x3 convolution, stride 1, same padding, with bias (the seed's decoder has no norm)."""
+    """3x3 convolution, stride 1, same padding, with bias (the original project's decoder has no
+    norm)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
 
 
 class ResidualBlock(nn.Module):
     """Two 3x3 conv+BN layers and a skip: (B, C, H, W) -> (B, C, H, W).
 
-    The third BatchNorm before the sum is the seed's; it is kept so that the parameter count
-    (and the published scores) stay comparable.
+    The third BatchNorm before the sum is the original project's; it is kept so that the
+    parameter count (and the published scores) stay comparable.
     """
 
     def __init__(self, channels: int) -> None:
@@ -58,10 +59,11 @@ class UNet(SegmentationModel):
     """UNET: image (B, in_channels, H, W) -> logits (B, num_classes, H, W); H, W multiples of 64.
 
     Options:
-        num_filters: decoder width unit F (seed: 32); decoder widths are multiples of F.
-        residual_decoder: put a ResidualBlock in dec5..dec2 (seed's --unet_res_blocks 1).
+        num_filters: decoder width unit F (original project: 32); decoder widths are multiples of F.
+        residual_decoder: put a ResidualBlock in dec5..dec2 (the original project's
+            --unet_res_blocks 1).
         dropout: Dropout2d probability on the encoder's four outputs and after dec2. The
-            default 0.2 is the seed's (and segmentation_models_pytorch's) value.
+            default 0.2 is the original project's (and segmentation_models_pytorch's) value.
     """
 
     arch = "unet"

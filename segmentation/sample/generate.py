@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels
 
+from segmentation.cli import run_guarded
 from segmentation.errors import UserError
 from segmentation.sample.layout import sample_world
 from segmentation.sample.render import Camera, finish_image
@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2 for a user mistake)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.dataset == "cityscapes":
             summary = generate_cityscapes(
                 args.root,
@@ -421,8 +422,6 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 overwrite=args.overwrite,
             )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary)
-    return 0
+        print(summary)
+
+    return run_guarded(run)

@@ -1,6 +1,6 @@
 """Random street layouts: the road, its sides, the roadside buildings and the far skyline.
 
-``sample_world`` draws a whole ``World`` from one random generator; ``synthetic_population``
+``sample_world`` draws a whole ``World`` from one random generator; ``population``
 adds the things standing in it.
 """
 
@@ -94,18 +94,8 @@ def _bands(road: tuple[float, float], bands, side: int) -> list[tuple[int, float
     return out
 
 
-def sample_world(rng: np.random.Generator, style: Style, featured: str | None = None) -> World:
-    """A random street in ``style``; ``featured`` (one of FEATURES) is made sure to be in view."""
-    pal = Palette(style.looks)
-    busy = style.busy
-    lane_w = rng.uniform(3.0, 3.6)
-    n = max(int(rng.choice(style.lanes)), 2 if featured == "train" else 1)
-    ego = int(rng.integers(n // 2, n)) if n > 1 else 0
-    x0 = -(ego + 0.5) * lane_w + rng.uniform(-0.35, 0.35)
-    road = (x0, x0 + n * lane_w)
-    lane_x = [x0 + (k + 0.5) * lane_w for k in range(n)]
-
-    mode = style.markings
+def _markings(rng: np.random.Generator, mode: str, n: int, x0: float, lane_w: float, road) -> list:
+    """Lane lines (x, width, dashed) of a road of n lanes from x0."""
     if mode == "random":
         mode = pick_one(rng, {"none": 0.2, "centre": 0.4, "all": 0.4})
     markings = []
@@ -117,11 +107,16 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
                 markings.append((x0 + k * lane_w, w, not divides or rng.random() < 0.5))
         if mode == "all" or rng.random() < 0.5:
             markings += [(road[0] + 0.3, w, False), (road[1] - 0.3, w, False)]
+    return markings
 
+
+def _roadsides(rng: np.random.Generator, style: Style, featured: str | None) -> tuple[list, list]:
+    """The bands beside each side of the road (parking, terrain, sidewalk...) and what lies
+    beyond them."""
     sides, outer = [], []
     for side in (0, 1):
         bands = []
-        if rng.random() < 0.25 * busy:
+        if rng.random() < 0.25 * style.busy:
             bands.append((PARKING, rng.uniform(2.0, 2.5)))
         elif rng.random() < 0.2 or (featured == "terrain" and side == 1):
             bands.append((TERRAIN, rng.uniform(0.8, 2.5)))
@@ -131,8 +126,11 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
             bands.append((TERRAIN if rng.random() < 0.7 else GROUND, rng.uniform(0.5, 3.0)))
         sides.append(bands)
         outer.append(pick_one(rng, {TERRAIN: 0.6, GROUND: 0.25, SIDEWALK: 0.15}))
-    abs_bands = [_bands(road, sides[s], s) for s in (0, 1)]
+    return sides, outer
 
+
+def _crossings(rng: np.random.Generator) -> tuple[list, list]:
+    """Cross streets and zebra crossings: (near, far) distances along the road."""
     crossings, zebras = [], []
     if rng.random() < 0.35:
         c0 = rng.uniform(16.0, 45.0)
@@ -142,8 +140,11 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
     elif rng.random() < 0.15:
         zb = rng.uniform(12.0, 35.0)
         zebras.append((zb, zb + 3.5))
-    end = rng.uniform(70.0, 110.0)
-    tall = 1.0 if style.looks == "cityscapes" else 0.7
+    return crossings, zebras
+
+
+def _facades(rng, pal, abs_bands, end: float, crossings, featured, tall: float) -> list:
+    """Two rows of planes (buildings, walls, fences, vegetation) along each side."""
     force = {"wall": WALL, "fence": FENCE}.get(featured or "")
     forced_side = int(rng.integers(2))
     planes = []
@@ -155,7 +156,10 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
         )
         planes.append(Plane(front_x, front))
         planes.append(Plane(front_x + sign * rng.uniform(3.0, 12.0), back))
+    return planes
 
+
+def _skyline(rng: np.random.Generator, pal, end: float, tall: float) -> tuple[list, float]:
     skyline_z = end + rng.uniform(15.0, 60.0)
     skyline, sx = [], -0.9 * skyline_z
     while sx < 0.9 * skyline_z:
@@ -163,7 +167,27 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
         kind = BUILDING if rng.random() < 0.7 else VEGETATION
         skyline.append((sx, sx + width, rng.uniform(5.0, 22.0) * tall, kind, pal.pick(rng, kind)))
         sx += width
+    return skyline, skyline_z
 
+
+def sample_world(rng: np.random.Generator, style: Style, featured: str | None = None) -> World:
+    """A random street in ``style``; ``featured`` (one of FEATURES) is made sure to be in view.
+    The random draws happen in a fixed order: the same generator gives the same world."""
+    pal = Palette(style.looks)
+    lane_w = rng.uniform(3.0, 3.6)
+    n = max(int(rng.choice(style.lanes)), 2 if featured == "train" else 1)
+    ego = int(rng.integers(n // 2, n)) if n > 1 else 0
+    x0 = -(ego + 0.5) * lane_w + rng.uniform(-0.35, 0.35)
+    road = (x0, x0 + n * lane_w)
+    lane_x = [x0 + (k + 0.5) * lane_w for k in range(n)]
+    markings = _markings(rng, style.markings, n, x0, lane_w, road)
+    sides, outer = _roadsides(rng, style, featured)
+    abs_bands = [_bands(road, sides[s], s) for s in (0, 1)]
+    crossings, zebras = _crossings(rng)
+    end = rng.uniform(70.0, 110.0)
+    tall = 1.0 if style.looks == "cityscapes" else 0.7
+    planes = _facades(rng, pal, abs_bands, end, crossings, featured, tall)
+    skyline, skyline_z = _skyline(rng, pal, end, tall)
     ground_colours = pal.base.copy()
     for label_id in (ROAD, SIDEWALK, PARKING, RAIL, TERRAIN, GROUND):
         ground_colours[label_id] = pal.pick(rng, label_id, 6.0)

@@ -1,0 +1,62 @@
+"""DataLoaders and progress bars set up the one way that works with forked workers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from segmentation.data.io import limit_opencv_threads
+
+
+def _one_thread_per_worker(worker_id: int) -> None:
+    # Each worker decodes one image at a time; threads inside it would only fight each other.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    sampler: Sampler | None = None,
+    collate_fn: Callable | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader with `workers` decoding processes (kept alive between epochs), pinned
+    memory for a GPU, and a private generator."""
+    if workers:
+        limit_opencv_threads()
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        drop_last=drop_last,
+        worker_init_fn=_one_thread_per_worker,
+        # The loader must not draw from the global torch RNG: checkpoints carry its state
+        # (for dropout), and a resumed run must see the same draws.
+        generator=torch.Generator(),
+    )
+
+
+def progress_bar(
+    total: int, desc: str, *, enabled: bool = True, initial: int = 0, unit: str = "it"
+) -> tqdm:
+    """A progress bar on an interactive terminal only: logs and CI output stay clean."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        disable=not (enabled and sys.stderr.isatty()),
+        dynamic_ncols=True,
+        leave=False,
+    )

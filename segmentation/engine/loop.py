@@ -1,0 +1,429 @@
+"""The training loop, top to bottom.
+
+`train` builds a run (setup.py) and calls `fit`; `fit` runs epochs of `train_one_epoch` and
+`validate`, steps the plateau schedule and saves checkpoints; `train_one_epoch` runs optimizer
+steps, each over `train.accumulate` micro-batches, and logs every `train.log_every` steps.
+
+The hot path never waits for the device: losses accumulate on it, and the host reads them only
+every `log_every` steps and at the end of an epoch. Skipping non-finite batches is the one
+opt-in exception (it must know each loss before the backward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segmentation.checkpoint import copy_checkpoint, save_checkpoint
+from segmentation.config import Config, config_to_dict
+from segmentation.data.loading import progress_bar
+from segmentation.devices import autocast
+from segmentation.engine.distributed import (
+    any_process,
+    cleanup_distributed,
+    setup_distributed,
+)
+from segmentation.engine.optim import is_stepped_per_iteration
+from segmentation.engine.run_logger import logger
+from segmentation.engine.setup import build_training
+from segmentation.engine.state import (
+    NonFiniteLossError,
+    StopRequest,
+    Training,
+    TrainingInterrupted,
+)
+from segmentation.engine.validate import validate_config
+from segmentation.errors import UserError
+from segmentation.evaluation.loop import evaluate
+from segmentation.metrics import ConfusionMatrix, predictions_from_logits
+from segmentation.models import set_encoder_trainable
+
+
+def train(config: Config, *, resume: Path | None = None, init_from: Path | None = None) -> dict:
+    """Train as configured (possibly one process of a torchrun job). Returns the last
+    validation metrics."""
+    validate_config(config)
+    context = setup_distributed(config.train.device)
+    try:
+        training = build_training(config, context, resume, init_from)
+        try:
+            return fit(training)
+        finally:
+            training.run_logger.close()
+    finally:
+        cleanup_distributed()
+
+
+def fit(training: Training) -> dict:
+    """Train the remaining epochs, validating and saving after each. Returns the last
+    validation metrics."""
+    config, state = training.config.train, training.state
+    metrics: dict = {}
+    if state.epoch >= config.epochs:
+        logger.info(
+            "the run already has %d of %d epochs: nothing to do", state.epoch, config.epochs
+        )
+    with stop_on_signals(training.stop):
+        while state.epoch < config.epochs:
+            started = time.perf_counter()
+            training.train_sampler.set_epoch(
+                state.epoch, start=state.epoch_batches * config.batch_size
+            )
+            result = train_one_epoch(training)
+            if result.interrupted:
+                path = save(training, "last.pt")
+                raise TrainingInterrupted(
+                    f"stopped by {training.stop.signal_name} in epoch {state.epoch + 1} after "
+                    f"step {state.step}; saved {path}: continue with --resume {path}",
+                    training.stop.signal_number,
+                )
+            metrics, panel = validate(training)
+            step_schedule(training, val_loss=metrics["loss"])
+            state.epoch += 1
+            improved = metrics[config.key_metric] is not None and (
+                metrics[config.key_metric] > state.best_metric
+            )
+            if improved:
+                state.best_metric = metrics[config.key_metric]
+            save_epoch(training, metrics, improved)
+            seconds = time.perf_counter() - started
+            training.run_logger.log_epoch(training, result, metrics, panel, seconds, improved)
+    return metrics
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    images_per_second: float
+    interrupted: bool = False
+
+
+def train_one_epoch(training: Training) -> EpochResult:
+    """Optimizer steps over the loader (which skips the batches a resumed run already did)."""
+    config, state = training.config.train, training.state
+    training.model.train()
+    set_encoder_trainable(training.bare_model, state.step >= config.freeze_encoder_iters)
+    training.optimizer.zero_grad(set_to_none=True)
+    sums = LossSums(training.device)
+    progress = _epoch_progress(training)
+    for micro_batches in _groups(training.train_loader, config.accumulate):
+        if accumulate_gradients(training, micro_batches, sums):
+            optimizer_step(training)
+        progress.update(len(micro_batches))
+        if state.step % config.log_every == 0 and sums.window_samples:
+            log_window(training, sums, progress)
+        if stop_agreed(training):
+            progress.close()
+            sums.carry_over(training)
+            return EpochResult(float("nan"), 0.0, interrupted=True)
+    progress.close()
+    sums.carry_over(training)
+    return EpochResult(
+        loss=sums.epoch_mean(training),
+        images_per_second=sums.epoch_images * training.context.world_size / sums.elapsed(),
+    )
+
+
+def accumulate_gradients(training: Training, micro_batches: list, sums: LossSums) -> bool:
+    """Forward and backward over one optimizer step's micro-batches; gradients are averaged
+    over them. False if the step is skipped for a non-finite loss (train.skip_nonfinite)."""
+    config, state = training.config.train, training.state
+    for index, batch in enumerate(micro_batches):
+        images, target = to_device(batch, training)
+        last = index == len(micro_batches) - 1
+        # DDP averages gradients across processes once, on the step's last backward pass.
+        no_sync = getattr(training.model, "no_sync", None)
+        with contextlib.nullcontext() if last or no_sync is None else no_sync():
+            with autocast(training.device, config.amp):
+                logits = training.model(images)
+                loss = training.loss_fn(logits, target)
+            # Every process takes part in the check, so that all skip the same steps.
+            if config.skip_nonfinite and any_process(~torch.isfinite(loss), training.device):
+                skip_step(training, batches=len(micro_batches) - index)
+                return False
+            training.scaler.scale(loss / len(micro_batches)).backward()
+        sums.add(loss.detach(), images.shape[0], state.step)
+        state.epoch_batches += 1
+    return True
+
+
+def optimizer_step(training: Training) -> None:
+    config, state = training.config.train, training.state
+    if config.grad_clip:
+        training.scaler.unscale_(training.optimizer)
+        nn.utils.clip_grad_norm_(training.bare_model.parameters(), config.grad_clip)
+    training.scaler.step(training.optimizer)
+    training.scaler.update()
+    training.optimizer.zero_grad(set_to_none=True)
+    step_schedule(training)
+    state.step += 1
+    if state.step == config.freeze_encoder_iters:
+        set_encoder_trainable(training.bare_model, True)
+
+
+def step_schedule(training: Training, val_loss: float | None = None) -> None:
+    """Per-iteration schedules advance after every optimizer step (val_loss None); the plateau
+    schedule once an epoch, on the validation loss."""
+    per_iteration = is_stepped_per_iteration(training.scheduler)
+    if per_iteration and val_loss is None:
+        training.scheduler.step()
+    elif not per_iteration and val_loss is not None:
+        training.scheduler.step(val_loss)
+
+
+def skip_step(training: Training, batches: int) -> None:
+    """Drop the gradients of a step with a non-finite loss, within train.skip_nonfinite."""
+    config, state = training.config.train, training.state
+    training.optimizer.zero_grad(set_to_none=True)
+    state.skipped_batches += 1
+    state.epoch_batches += batches
+    logger.warning(
+        "skipped a batch with a NaN or infinite loss (epoch %d, step %d): %d of %d allowed",
+        state.epoch + 1,
+        state.step + 1,
+        state.skipped_batches,
+        config.skip_nonfinite,
+    )
+    if state.skipped_batches > config.skip_nonfinite:
+        raise NonFiniteLossError(
+            f"{state.skipped_batches} batches had a NaN or infinite loss, more than "
+            f"train.skip_nonfinite={config.skip_nonfinite} (epoch {state.epoch + 1}, step "
+            f"{state.step + 1}); training stopped and earlier checkpoints are kept: "
+            "lower optim.lr or set train.grad_clip"
+        )
+
+
+def log_window(training: Training, sums: LossSums, progress) -> None:
+    """Loss, learning rate and speed since the last log: the one host sync of the window."""
+    sums.raise_if_nonfinite(training.state.epoch)
+    loss, images_per_second = sums.take_window(training.context.world_size)
+    progress.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_second:.1f}")
+    training.run_logger.scalars(
+        {
+            "train/loss": loss,
+            "train/lr": training.optimizer.param_groups[0]["lr"],
+            "train/images_per_second": images_per_second,
+        },
+        training.state.step,
+    )
+
+
+def stop_agreed(training: Training) -> bool:
+    """Whether to stop after this step. A single process reads its flag for free; processes
+    of a job agree only on logging steps, where the loop waits for the device anyway."""
+    if not training.context.enabled:
+        return training.stop.requested
+    if training.state.step % training.config.train.log_every:
+        return False
+    return any_process(torch.tensor(training.stop.requested), training.device)
+
+
+@torch.no_grad()
+def validate(training: Training) -> tuple[dict, list]:
+    """Loss and confusion-matrix metrics over the validation loader, reduced across processes,
+    and up to `train.log_images` (image, target, prediction) for the TensorBoard panel."""
+    model = training.bare_model  # DDP's forward would sync buffers; shards differ in length
+    model.eval()
+    if torch.distributed.is_initialized():
+        # Each process updated its BatchNorm statistics on its own batches: score the model
+        # that rank 0 saves, on every shard.
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+    loss_sum = torch.zeros(2, device=training.device, dtype=torch.float64)
+    panel: list = []
+    keep = training.config.train.log_images
+
+    def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        images, target = to_device(batch, training)
+        with autocast(training.device, training.config.train.amp):
+            logits = model(images)
+            loss = training.loss_fn(logits, target)
+        loss_sum[0] += loss.double() * images.shape[0]
+        loss_sum[1] += images.shape[0]
+        predictions = predictions_from_logits(logits)
+        for image, label, prediction in zip(batch["image"], batch["target"], predictions):
+            if len(panel) < keep:
+                panel.append((image, label, prediction.cpu()))
+        return predictions, target
+
+    matrix = ConfusionMatrix(training.scheme.num_classes, training.device)
+    evaluate(predict, training.val_loader, matrix, show_progress=False)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(loss_sum)
+    metrics = matrix.compute(training.scheme.class_names)
+    metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
+    return metrics, panel
+
+
+def save_epoch(training: Training, metrics: dict, improved: bool) -> None:
+    """last.pt after every epoch; best.pt first when the key metric improved, so that last.pt
+    never records a best metric that no best.pt holds."""
+    if improved:
+        best = save(training, "best.pt", metrics)
+        if training.context.is_main:
+            copy_checkpoint(best, training.run_dir / "last.pt")
+    else:
+        save(training, "last.pt", metrics)
+
+
+def save(training: Training, name: str, metrics: dict | None = None) -> Path:
+    """Write a checkpoint of the run (main process only) and return its path."""
+    path = training.run_dir / name
+    if not training.context.is_main:
+        return path
+    if not _params_finite(training.bare_model):
+        raise UserError(
+            f"the model's weights hold NaN or infinite values: {name} was not written, "
+            "earlier checkpoints are kept; lower optim.lr or set train.grad_clip"
+        )
+    save_checkpoint(checkpoint_state(training, metrics), path)
+    return path
+
+
+def checkpoint_state(training: Training, metrics: dict | None = None) -> dict:
+    """Plain tensors and data: everything --resume needs, and the config for inference."""
+    rng = {"torch": torch.get_rng_state()}
+    if training.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(training.device)
+    return {
+        "model": training.bare_model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "state": asdict(training.state),
+        "config": config_to_dict(training.config),
+        "class_names": list(training.scheme.class_names),
+        "rng": rng,
+        "metrics": metrics or {},
+    }
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the loop to stop after the current step; a second one quits."""
+
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        stop.signal_name = signal.Signals(signum).name
+        stop.signal_number = signum
+        logger.warning(
+            "%s received: finishing the current step and saving last.pt", stop.signal_name
+        )
+
+    previous = {
+        signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class LossSums:
+    """Training-loss sums kept on the device: for the epoch, for the current log window, and
+    the first step whose loss was not finite."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.epoch_count = torch.zeros((), device=device, dtype=torch.int64)
+        self.window_loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+        self.window_samples = 0
+        self.epoch_images = 0
+        self.started = self.window_started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, batch_size: int, step: int) -> None:
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, step, self.first_bad_step)
+        weighted = loss.double() * batch_size
+        self.epoch_loss += weighted
+        self.window_loss += weighted
+        self.epoch_count += batch_size
+        self.window_samples += batch_size
+        self.epoch_images += batch_size
+
+    def take_window(self, world_size: int) -> tuple[float, float]:
+        """(mean loss, images per second of the whole job) since the last call."""
+        now = time.perf_counter()
+        loss = (self.window_loss / max(self.window_samples, 1)).item()
+        speed = self.window_samples * world_size / max(now - self.window_started, 1e-9)
+        self.window_loss.zero_()
+        self.window_samples, self.window_started = 0, now
+        return loss, speed
+
+    def raise_if_nonfinite(self, epoch: int) -> None:
+        bad_step = int(self.first_bad_step.item())
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {bad_step + 1} (epoch "
+                f"{epoch + 1}); training stopped and the checkpoints from before it are kept: "
+                "lower optim.lr, set train.grad_clip, or let train.skip_nonfinite skip such batches"
+            )
+
+    def carry_over(self, training: Training) -> None:
+        """Fold this session's sums into the state, which a checkpoint keeps (a resumed epoch
+        reports the loss of all its batches)."""
+        self.raise_if_nonfinite(training.state.epoch)
+        training.state.epoch_loss_sum += self.epoch_loss.item()
+        training.state.epoch_samples += int(self.epoch_count.item())
+
+    def epoch_mean(self, training: Training) -> float:
+        """The epoch's mean training loss over all processes; resets the state's sums."""
+        state = training.state
+        totals = torch.tensor(
+            [state.epoch_loss_sum, float(state.epoch_samples)],
+            device=self.device,
+            dtype=torch.float64,
+        )
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        state.epoch_batches, state.epoch_loss_sum, state.epoch_samples = 0, 0.0, 0
+        return (totals[0] / totals[1].clamp(min=1)).item()
+
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+
+def to_device(batch: dict, training: Training) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, target) of a loader batch on the training device, in the model's layout."""
+    memory_format = (
+        torch.channels_last if training.config.model.channels_last else torch.contiguous_format
+    )
+    images = batch["image"].to(training.device, non_blocking=True)
+    images = images.contiguous(memory_format=memory_format)
+    target = batch["target"].to(training.device, non_blocking=True).long()
+    return images, target
+
+
+def _groups(loader, size: int) -> Iterator[list]:
+    """The loader's batches in lists of `size` (the last may be shorter)."""
+    batches = iter(loader)
+    while group := list(itertools.islice(batches, size)):
+        yield group
+
+
+def _epoch_progress(training: Training):
+    state, config = training.state, training.config.train
+    return progress_bar(
+        len(training.train_loader) + state.epoch_batches,
+        f"epoch {state.epoch + 1}/{config.epochs}",
+        enabled=training.context.is_main,
+        initial=state.epoch_batches,
+    )
+
+
+def _params_finite(model: nn.Module) -> bool:
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all().item())

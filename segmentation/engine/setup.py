@@ -1,0 +1,238 @@
+"""Building a training run from its config, in order: checkpoints to start from, data, model,
+optimization, restored state. `build_training` calls them; each is usable alone."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segmentation.checkpoint import load_checkpoint
+from segmentation.config import Config, save_config
+from segmentation.data.build import build_training_datasets, label_reader, scheme_for
+from segmentation.data.class_counts import pixel_counts
+from segmentation.data.dataset import SegmentationDataset
+from segmentation.data.labels import LabelScheme
+from segmentation.data.loading import make_loader
+from segmentation.engine.distributed import DistributedContext
+from segmentation.engine.optim import build_optimizer, build_scheduler
+from segmentation.engine.resume import check_compatible, check_resumable
+from segmentation.engine.run_logger import RunLogger, logger
+from segmentation.engine.sampler import EpochSampler
+from segmentation.engine.state import Training, TrainState
+from segmentation.errors import UserError
+from segmentation.losses import build_loss, class_weights_from_pixel_counts
+from segmentation.models import (
+    check_input_size,
+    encoder_normalization,
+    model_from_config,
+    required_input_multiple,
+)
+
+
+@dataclass
+class StartingPoint:
+    """The checkpoints a run starts from: all of one (--resume) or its weights (--init-from)."""
+
+    resume: dict | None = None
+    init_from: dict | None = None
+
+
+@dataclass
+class DataPipeline:
+    train_set: SegmentationDataset
+    train_sampler: EpochSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def load_starting_point(
+    config: Config, resume: Path | None, init_from: Path | None
+) -> StartingPoint:
+    """Read and check the checkpoints to start from, before anything slow is built."""
+    start = StartingPoint()
+    if resume is not None:
+        start.resume = load_checkpoint(resume)
+        check_resumable(start.resume, config, resume)
+    if init_from is not None:
+        start.init_from = load_checkpoint(init_from)
+        check_compatible(start.init_from, config, init_from)
+    height, width = config.data.image_size
+    arch = config.model.arch
+    check_input_size(height, width, required_input_multiple(arch), arch)
+    return start
+
+
+def build_data(
+    config: Config, context: DistributedContext, mean: tuple, std: tuple
+) -> DataPipeline:
+    """Datasets, this process's shard of every epoch, and the loaders over them."""
+    train_set, val_set = build_training_datasets(config.data, mean, std)
+    batch_size, world_size = config.train.batch_size, context.world_size
+    if len(train_set) < batch_size * world_size:
+        raise UserError(
+            f"the training split has {len(train_set)} images, fewer than one batch "
+            f"({batch_size} x {world_size} processes): lower --batch-size"
+        )
+    shard = {"rank": context.rank, "world_size": world_size}
+    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed, **shard)
+    val_sampler = EpochSampler(len(val_set), shuffle=False, pad=False, seeded=False, **shard)
+    loader_options = {"batch_size": batch_size, "workers": config.data.workers}
+    return DataPipeline(
+        train_set=train_set,
+        train_sampler=train_sampler,
+        train_loader=make_loader(
+            train_set,
+            sampler=train_sampler,
+            device=context.device,
+            drop_last=True,
+            **loader_options,
+        ),
+        val_loader=make_loader(
+            val_set, sampler=val_sampler, device=context.device, **loader_options
+        ),
+    )
+
+
+def build_model(
+    config: Config, scheme: LabelScheme, device: torch.device, start: StartingPoint
+) -> nn.Module:
+    """The configured model on its device, ImageNet weights only for a run from scratch."""
+    torch.manual_seed(config.train.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
+    from_checkpoint = start.resume is not None or start.init_from is not None
+    pretrained = None if from_checkpoint else config.model.pretrained
+    model = model_from_config(config.model, scheme.num_outputs(config.model.head), pretrained)
+    if start.init_from is not None:
+        model.load_state_dict(start.init_from["model"])
+    model.to(device)
+    if config.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def class_weights(config: Config, train_set, scheme: LabelScheme) -> torch.Tensor | None:
+    """loss.class_weights as a tensor: given, or `auto` from the training labels' pixels."""
+    weights = config.loss.class_weights
+    if weights is None:
+        return None
+    if weights == "auto":
+        counts = pixel_counts(train_set.samples, scheme, label_reader(config.data.dataset))
+        return torch.as_tensor(class_weights_from_pixel_counts(counts), dtype=torch.float32)
+    if isinstance(weights, str):
+        raise UserError(f"loss.class_weights '{weights}' is not valid: use null, auto or a list")
+    if len(weights) != scheme.num_classes:
+        raise UserError(
+            f"loss.class_weights has {len(weights)} values but the '{scheme.name}' scheme has "
+            f"{scheme.num_classes} classes ({', '.join(scheme.class_names)})"
+        )
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def build_optimization(
+    config: Config, model: nn.Module, batches_per_epoch: int, device: torch.device
+) -> tuple[torch.optim.Optimizer, object, torch.amp.GradScaler]:
+    """Optimizer, learning-rate schedule over the whole run, and the fp16 gradient scaler."""
+    optimizer = build_optimizer(model, config.optim)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.train.accumulate)
+    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
+    return optimizer, scheduler, scaler
+
+
+def restore_state(training: Training, checkpoint: dict) -> None:
+    """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, scaler,
+    progress and the random number generators."""
+    training.bare_model.load_state_dict(checkpoint["model"])
+    training.optimizer.load_state_dict(checkpoint["optimizer"])
+    training.scheduler.load_state_dict(checkpoint["scheduler"])
+    training.scaler.load_state_dict(checkpoint["scaler"])
+    training.state = TrainState(**checkpoint["state"])
+    rng = checkpoint["rng"]
+    torch.set_rng_state(rng["torch"])
+    if training.device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], training.device)
+
+
+def wrap_distributed(model: nn.Module, config: Config, context: DistributedContext) -> nn.Module:
+    """DistributedDataParallel (with SyncBatchNorm if asked) in a multi-process job."""
+    if not context.enabled:
+        return model
+    if config.model.sync_batchnorm and context.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif config.model.sync_batchnorm and context.is_main:
+        logger.warning("model.sync_batchnorm needs CUDA: plain BatchNorm on the CPU")
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[context.device.index] if context.device.type == "cuda" else None,
+        # Parameters frozen for a while get no gradient; DDP must not wait for them.
+        find_unused_parameters=config.train.freeze_encoder_iters > 0,
+    )
+
+
+def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
+    """A new or empty run directory (the resumed run's own when resuming), writable."""
+    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(
+            f"run directory {run_dir} already exists and is not empty: continue it with "
+            f"--resume {run_dir / 'last.pt'}, or choose a new --output-dir"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write to run directory {run_dir} ({error.strerror or error}): "
+            "choose a writable --output-dir"
+        ) from None
+
+
+def build_training(
+    config: Config, context: DistributedContext, resume: Path | None, init_from: Path | None
+) -> Training:
+    """Everything one process of a run needs, checked before the run directory is made."""
+    start = load_starting_point(config, resume, init_from)
+    scheme = scheme_for(config.data)
+    mean, std = encoder_normalization(config.model.backbone)
+    data = build_data(config, context, mean, std)
+    if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
+        prepare_run_dir(Path(config.output_dir), resuming=start.resume is not None)
+    model = build_model(config, scheme, context.device, start)
+    weights = class_weights(config, data.train_set, scheme)
+    loss_fn = build_loss(
+        config.loss.name, scheme.num_classes, class_weights=weights, **config.loss.options
+    ).to(context.device)
+    optimizer, scheduler, scaler = build_optimization(
+        config, model, len(data.train_loader), context.device
+    )
+    training = Training(
+        config=config,
+        scheme=scheme,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        train_loader=data.train_loader,
+        val_loader=data.val_loader,
+        train_sampler=data.train_sampler,
+        context=context,
+        normalization=(tuple(mean), tuple(std)),
+    )
+    if start.resume is not None:
+        restore_state(training, start.resume)
+    training.model = wrap_distributed(training.model, config, context)
+    resumed_step = training.state.step if start.resume is not None else None
+    training.run_logger = RunLogger(training.run_dir, context.is_main, purge_step=resumed_step)
+    if start.resume is not None:
+        training.run_logger.drop_records_after(training.state.epoch)
+    if context.is_main:
+        save_config(config, training.run_dir / "config.yaml")
+    return training

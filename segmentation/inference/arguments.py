@@ -1,0 +1,46 @@
+"""The command-line flags that evaluate.py and inference.py share: the checkpoint, how
+predictions are made, and how the work runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segmentation.errors import UserError
+from segmentation.inference.predict import MERGES, TTA_MODES, PredictionOptions, parse_scales
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none")
+    parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
+    parser.add_argument("--merge", choices=MERGES, default="mean", help="how TTA views merge")
+    parser.add_argument(
+        "--sliding-window",
+        action="store_true",
+        help="predict at full resolution in windows of the training size",
+    )
+    parser.add_argument(
+        "--drop-clusters",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give regions smaller than NxN pixels their next most likely class",
+    )
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def prediction_options(args: argparse.Namespace) -> PredictionOptions:
+    """The parsed flags as prediction options, after checking the numbers they carry."""
+    if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
+        raise UserError("--batch-size must be 1 or more, --workers and --drop-clusters 0 or more")
+    return PredictionOptions(
+        tta=args.tta,
+        scales=tuple(parse_scales(args.scales)),
+        merge=args.merge,
+        sliding_window=args.sliding_window,
+        drop_clusters=args.drop_clusters,
+    )
