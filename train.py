@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 from pathlib import Path
 
 import yaml
@@ -144,19 +145,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_next_steps(run_dir: Path, config: Config) -> None:
+    """The journey's next commands, ready to copy: quoted, naming files that exist."""
     best = run_dir / "best.pt"
+    checkpoint = best if best.is_file() else run_dir / "last.pt"
     rendered = run_dir / "frames"
     frames = Path(config.data.root) / "leftImg8bit" / "demoVideo" / "stuttgart_00"
+    q = shlex.quote
     lines = [
         f"done: checkpoints and logs in {run_dir}",
         "next:",
-        f"  tensorboard --logdir {run_dir / 'tensorboard'}",
-        f"  python evaluate.py --checkpoint {best} --data-root {config.data.root}",
+        f"  tensorboard --logdir {q(str(run_dir / 'tensorboard'))}",
+        f"  python evaluate.py --checkpoint {q(str(checkpoint))} --data-root {q(config.data.root)}",
     ]
-    if config.data.dataset == "cityscapes":
+    if config.data.dataset == "cityscapes" and frames.is_dir():
         lines += [
-            f"  python inference.py --checkpoint {best} --input {frames} --output {rendered}",
-            f"  ./make_video.sh {rendered} {run_dir / 'stuttgart_00.mp4'} 20 '*_overlay.png'",
+            f"  python inference.py --checkpoint {q(str(checkpoint))} --input {q(str(frames))} "
+            f"--output {q(str(rendered))}",
+            f"  ./make_video.sh {q(str(rendered))} {q(str(run_dir / 'stuttgart_00.mp4'))} 20 "
+            "'*_overlay.png'",
         ]
     print("\n".join(lines))
 

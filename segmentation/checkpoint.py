@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 import shutil
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,14 +25,40 @@ class CheckpointWriteError(UserError):
 
 
 def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    # A signal arriving mid-write waits until the file is complete: a second Ctrl-C must not
+    # turn a save into a traceback and a half-written temporary file.
+    blocked = _block_stop_signals()
     try:
         write_atomically(path, write)
-    except OSError as error:
-        kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
+    except (OSError, RuntimeError) as error:
+        kept = "the previous checkpoint is kept" if path.exists() else "nothing was written"
+        if _is_disk_full(error):
+            raise CheckpointWriteError(f"no space left writing {path}; {kept}") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise CheckpointWriteError(
-            f"could not write checkpoint {path} ({error.strerror or error}): {kept}; "
-            "free disk space or fix the folder's permissions"
+            f"could not write checkpoint {path} ({reason}): {kept}; fix the folder's "
+            "permissions or choose another --output-dir"
         ) from None
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_stop_signals() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    return True
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch.save's zip writer reports a failed write as a RuntimeError ("unexpected pos").
+    return "unexpected pos" in str(error) or "No space left" in str(error)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -69,9 +98,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "by this toolkit, or re-save the weights as plain tensors"
         ) from None
     except (RuntimeError, EOFError, ValueError) as error:
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else f"{type(error).__name__}: the file ends too early"
         raise UserError(
-            f"checkpoint {path} is unreadable ({str(error).splitlines()[0]}): it may be truncated; "
-            "use the run's other checkpoint (last.pt or best.pt)"
+            f"checkpoint {path} is unreadable ({reason}): it may be truncated or empty; use the "
+            "run's other checkpoint (last.pt or best.pt)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(

@@ -47,7 +47,8 @@ def run_guarded(function: Callable[[], object], *, debug: bool = False) -> int:
     except UserError as error:
         if debug:
             raise
-        print(f"error: {user_message(error)}", file=sys.stderr)
+        if not getattr(error, "silent", False):
+            print(f"error: {user_message(error)}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         if debug:

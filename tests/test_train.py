@@ -180,7 +180,9 @@ def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_pat
     (run_dir / "notes.txt").write_text("mine")
     config = write_config(tmp_path, small_config(cityscapes_root, run_dir))
     assert run_train("--config", config) == 2
-    assert "--resume" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "notes.txt" in error and "new --output-dir" in error
+    assert "--resume" not in error  # there is no checkpoint to resume from
     assert (run_dir / "notes.txt").read_text() == "mine"
     assert not (run_dir / "last.pt").exists()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 
@@ -12,9 +13,14 @@ from tqdm import tqdm
 from segmentation.data.io import limit_opencv_threads
 
 
-def _one_thread_per_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     # Each worker decodes one image at a time; threads inside it would only fight each other.
     torch.set_num_threads(1)
+    # A signal to the whole process group (Ctrl-C, a cluster's pre-emption) is the main
+    # process's to handle: it finishes the step and saves. Workers that died of it first would
+    # take the step down with them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(
@@ -40,7 +46,7 @@ def make_loader(
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         drop_last=drop_last,
-        worker_init_fn=_one_thread_per_worker,
+        worker_init_fn=_init_worker,
         # The loader must not draw from the global torch RNG: checkpoints carry its state
         # (for dropout), and a resumed run must see the same draws.
         generator=torch.Generator(),

@@ -58,6 +58,7 @@ def train(config: Config, *, resume: Path | None = None, init_from: Path | None 
             return fit(training)
         finally:
             training.run_logger.close()
+            training.run_directory.release()
     finally:
         cleanup_distributed()
 
@@ -84,6 +85,7 @@ def fit(training: Training) -> dict:
                     f"stopped by {training.stop.signal_name} in epoch {state.epoch + 1} after "
                     f"step {state.step}; saved {path}: continue with --resume {path}",
                     training.stop.signal_number,
+                    silent=not training.context.is_main,
                 )
             metrics, panel = validate(training)
             step_schedule(training, val_loss=metrics["loss"])
@@ -146,7 +148,9 @@ def accumulate_gradients(training: Training, micro_batches: list, sums: LossSums
                 logits = training.model(images)
                 loss = training.loss_fn(logits, target)
             # Every process takes part in the check, so that all skip the same steps.
-            if config.skip_nonfinite and any_process(~torch.isfinite(loss), training.device):
+            if config.skip_nonfinite and any_process(
+                not bool(torch.isfinite(loss)), training.context
+            ):
                 skip_step(training, batches=len(micro_batches) - index)
                 return False
             training.scaler.scale(loss / len(micro_batches)).backward()
@@ -217,13 +221,10 @@ def log_window(training: Training, sums: LossSums, progress) -> None:
 
 
 def stop_agreed(training: Training) -> bool:
-    """Whether to stop after this step. A single process reads its flag for free; processes
-    of a job agree only on logging steps, where the loop waits for the device anyway."""
-    if not training.context.enabled:
-        return training.stop.requested
-    if training.state.step % training.config.train.log_every:
-        return False
-    return any_process(torch.tensor(training.stop.requested), training.device)
+    """Whether to stop after this step: on every process of a job at the same step, which a
+    signal delivered to each at slightly different times would not give. A host-side
+    agreement: it does not wait for the device."""
+    return any_process(training.stop.requested, training.context)
 
 
 @torch.no_grad()
@@ -308,11 +309,15 @@ def checkpoint_state(training: Training, metrics: dict | None = None) -> dict:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: StopRequest) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the loop to stop after the current step; a second one quits."""
+    """SIGINT and SIGTERM ask the loop to stop after the current step and save. A second
+    Ctrl-C quits at once; a repeated SIGTERM does not (a job's SIGTERM can reach a process
+    twice: sent to the process group, and forwarded by torchrun)."""
 
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
         if stop.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         stop.requested = True
         stop.signal_name = signal.Signals(signum).name
         stop.signal_number = signum
@@ -320,9 +325,8 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
             "%s received: finishing the current step and saving last.pt", stop.signal_name
         )
 
-    previous = {
-        signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, handler) for signum in stop_signals}
     try:
         yield
     finally:

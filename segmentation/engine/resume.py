@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.errors import UserError
@@ -47,4 +49,20 @@ def check_resumable(found: dict, expected: Config, path: Path) -> None:
             f"--resume continues the optimizer and schedule saved in {path}, which would ignore "
             f"{'; '.join(changed)}: drop those overrides, or start a new run from these weights "
             "with --init-from"
+        )
+
+
+def check_newest(found: dict, path: Path) -> None:
+    """Resuming from a checkpoint older than the run's last.pt (e.g. best.pt) would train its
+    later epochs again and overwrite last.pt: refuse, naming what to do instead."""
+    last = path.parent / "last.pt"
+    if path.name == "last.pt" or not last.is_file():
+        return
+    # Memory-mapped: only the small "state" entry is read from a file of hundreds of MB.
+    newest = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state"]
+    if newest["step"] > found["state"]["step"]:
+        raise UserError(
+            f"{path} is older than the run's {last} (step {found['state']['step']} of "
+            f"{newest['step']}): resuming from it would rewind the run; continue with --resume "
+            f"{last}, or start a new run from these weights with --init-from {path}"
         )

@@ -61,18 +61,6 @@ class RunLogger:
             self.writer.close()
             self.writer = None
 
-    def drop_records_after(self, epoch: int) -> None:
-        """Drop metrics.jsonl records of epochs after `epoch`: they are about to be trained
-        again."""
-        if not self.enabled or not self.metrics_path.is_file():
-            return
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
-        if len(kept) < len(lines):
-            temporary = self.metrics_path.with_suffix(".tmp")
-            temporary.write_text("".join(line + "\n" for line in kept))
-            temporary.replace(self.metrics_path)
-
     def log_epoch(
         self, training, result, metrics: dict, panel: list, seconds: float, improved: bool
     ) -> None:

@@ -20,7 +20,8 @@ from segmentation.data.labels import LabelScheme
 from segmentation.data.loading import make_loader
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer, build_scheduler
-from segmentation.engine.resume import check_compatible, check_resumable
+from segmentation.engine.resume import check_compatible, check_newest, check_resumable
+from segmentation.engine.run_dir import RunDirectory
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.state import Training, TrainState
@@ -58,6 +59,7 @@ def load_starting_point(
     if resume is not None:
         start.resume = load_checkpoint(resume)
         check_resumable(start.resume, config, resume)
+        check_newest(start.resume, Path(resume))
     if init_from is not None:
         start.init_from = load_checkpoint(init_from)
         check_compatible(start.init_from, config, init_from)
@@ -151,7 +153,18 @@ def restore_state(training: Training, checkpoint: dict) -> None:
     training.bare_model.load_state_dict(checkpoint["model"])
     training.optimizer.load_state_dict(checkpoint["optimizer"])
     training.scheduler.load_state_dict(checkpoint["scheduler"])
-    training.scaler.load_state_dict(checkpoint["scaler"])
+    saved_amp = checkpoint["config"]["train"]["amp"]
+    if training.scaler.is_enabled() and checkpoint["scaler"]:
+        training.scaler.load_state_dict(checkpoint["scaler"])
+    elif saved_amp != training.config.train.amp:
+        logger.warning(
+            "resuming a train.amp=%s run with train.amp=%s: %s",
+            saved_amp,
+            training.config.train.amp,
+            "a new fp16 gradient scaler starts"
+            if training.scaler.is_enabled()
+            else "its fp16 gradient scaler is dropped",
+        )
     training.state = TrainState(**checkpoint["state"])
     rng = checkpoint["rng"]
     torch.set_rng_state(rng["torch"])
@@ -175,25 +188,6 @@ def wrap_distributed(model: nn.Module, config: Config, context: DistributedConte
     )
 
 
-def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
-    """A new or empty run directory (the resumed run's own when resuming), writable."""
-    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"run directory {run_dir} already exists and is not empty: continue it with "
-            f"--resume {run_dir / 'last.pt'}, or choose a new --output-dir"
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(
-            f"cannot write to run directory {run_dir} ({error.strerror or error}): "
-            "choose a writable --output-dir"
-        ) from None
-
-
 def build_training(
     config: Config, context: DistributedContext, resume: Path | None, init_from: Path | None
 ) -> Training:
@@ -202,8 +196,9 @@ def build_training(
     scheme = scheme_for(config.data)
     mean, std = encoder_normalization(config.model.backbone)
     data = build_data(config, context, mean, std)
+    run_directory = RunDirectory(Path(config.output_dir))
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
-        prepare_run_dir(Path(config.output_dir), resuming=start.resume is not None)
+        run_directory.claim(resuming=start.resume is not None)
     model = build_model(config, scheme, context.device, start)
     weights = class_weights(config, data.train_set, scheme)
     loss_fn = build_loss(
@@ -225,14 +220,17 @@ def build_training(
         train_sampler=data.train_sampler,
         context=context,
         normalization=(tuple(mean), tuple(std)),
+        run_directory=run_directory,
     )
     if start.resume is not None:
         restore_state(training, start.resume)
     training.model = wrap_distributed(training.model, config, context)
-    resumed_step = training.state.step if start.resume is not None else None
-    training.run_logger = RunLogger(training.run_dir, context.is_main, purge_step=resumed_step)
-    if start.resume is not None:
-        training.run_logger.drop_records_after(training.state.epoch)
+    # TensorBoard drops events past the starting step: those of a crashed run after its last
+    # checkpoint, or of a failed start in this folder.
+    purge_step = training.state.step if start.resume is not None else None
+    if run_directory.reused_failed_start:
+        purge_step = 0
+    training.run_logger = RunLogger(training.run_dir, context.is_main, purge_step=purge_step)
     if context.is_main:
         save_config(config, training.run_dir / "config.yaml")
     return training

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from segmentation.config import Config
 from segmentation.data.labels import LabelScheme
 from segmentation.engine.distributed import DistributedContext
+from segmentation.engine.run_dir import RunDirectory
 from segmentation.engine.run_logger import RunLogger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
@@ -60,6 +61,7 @@ class Training:
     state: TrainState = field(default_factory=TrainState)
     stop: StopRequest = field(default_factory=StopRequest)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
+    run_directory: RunDirectory | None = None
 
     @property
     def bare_model(self) -> nn.Module:
@@ -83,6 +85,7 @@ class TrainingInterrupted(UserError):
     """A signal stopped training after a checkpoint was saved; exits 128 + the signal number,
     as a shell reports a process killed by that signal."""
 
-    def __init__(self, message: str, signal_number: int) -> None:
+    def __init__(self, message: str, signal_number: int, silent: bool = False) -> None:
         super().__init__(message)
         self.exit_code = 128 + signal_number
+        self.silent = silent  # the other processes of a job: the main one says it once

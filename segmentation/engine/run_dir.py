@@ -1,0 +1,98 @@
+"""Claiming a run directory: one training process writes it at a time, a failed start can be
+retried, and nothing a user put there is ever replaced."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from segmentation.errors import UserError
+
+CHECKPOINTS = ("last.pt", "best.pt")
+# What a start writes before its first checkpoint: a start that failed there left only these.
+LEFT_BY_A_FAILED_START = {"config.yaml", "tensorboard", ".lock"}
+LOCK_NAME = ".lock"
+
+
+class RunDirectory:
+    """A run's folder, held with an exclusive lock (`RUN/.lock`, holding the PID) from
+    `claim` until the process ends or `release` is called. The lock dies with its process, so a
+    crashed run never blocks the next."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock_file = None
+        self.reused_failed_start = False
+
+    def claim(self, resuming: bool) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(
+                f"--output-dir {self.path} is a file, not a folder: choose a new --output-dir"
+            )
+        if not resuming:
+            self._check_new_or_reusable()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as error:
+            raise UserError(
+                f"cannot write to run directory {self.path} ({error.strerror or error}): "
+                "choose a writable --output-dir"
+            ) from None
+        self._remove_stale_temporaries()
+
+    def _check_new_or_reusable(self) -> None:
+        if not self.path.is_dir():
+            return
+        present = {entry.name for entry in self.path.iterdir() if not _is_temporary(entry.name)}
+        if not present:
+            return
+        if present <= LEFT_BY_A_FAILED_START:
+            self.reused_failed_start = True
+            return
+        existing = [name for name in CHECKPOINTS if name in present]
+        if existing:
+            continue_with = "last.pt" if "last.pt" in existing else existing[0]
+            raise UserError(
+                f"run directory {self.path} already holds a run: continue it with --resume "
+                f"{self.path / continue_with}, or choose a new --output-dir"
+            )
+        raise UserError(
+            f"run directory {self.path} already exists and holds other files "
+            f"({', '.join(sorted(present)[:5])}): choose a new --output-dir"
+        )
+
+    def _lock(self) -> None:
+        handle = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 - held for the run's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(
+                f"run directory {self.path} is in use by another train.py (PID {holder}): wait "
+                "for it to finish, or choose another --output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of writers that died mid-write. Every writer of this folder holds
+        its lock, and this process holds it now: any temporary file left is stale."""
+        for entry in self.path.iterdir():
+            if _is_temporary(entry.name) and entry.is_file():
+                entry.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
