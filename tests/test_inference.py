@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
-from trained_checkpoints import cityscapes_checkpoint, one_torch_thread
 
 import inference
 from segmentation.data.labels import get_scheme
@@ -30,15 +29,12 @@ UNLABELED = 0
 OLD = 1_000_000_000  # a modification time long past, in seconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, cityscapes_root) -> Path:
-    return cityscapes_checkpoint(tmp_path_factory, cityscapes_root, "classes")
+def checkpoint(trained_checkpoint) -> Path:
+    return trained_checkpoint("cityscapes", "classes")
 
 
 @pytest.fixture

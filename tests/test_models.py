@@ -20,14 +20,9 @@ from segmentation.models import (
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and on a shared CPU the idle threads'
-    spin-waiting made this file 3x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs gain nothing from intra-op threads, and on a shared CPU the idle threads'
+# spin-waiting made this file 3x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(model: nn.Module) -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import small_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
@@ -29,7 +28,9 @@ def run_train(*args) -> int:
 @pytest.mark.parametrize(
     ("arch", "loss"), [("fpn", "bce_dice"), ("unet", "bce_dice"), ("fpn", "ce")]
 )
-def test_one_epoch_leaves_a_complete_run_directory(cityscapes_root, tmp_path, arch, loss):
+def test_one_epoch_leaves_a_complete_run_directory(
+    cityscapes_root, tmp_path, arch, loss, small_config
+):
     run_dir = tmp_path / "run"
     config = small_config(
         cityscapes_root,
@@ -54,7 +55,7 @@ def test_one_epoch_leaves_a_complete_run_directory(cityscapes_root, tmp_path, ar
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"] == arch
 
 
-def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path):
+def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "run"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "log_images": 2})
     assert run_train("--config", write_config(tmp_path, config), "--set", "train.seed=3") == 0
@@ -71,7 +72,7 @@ def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path
     assert panel.width == 3 * 64 and panel.height == 2 * 32
 
 
-def test_per_step_scalars_are_logged(cityscapes_root, tmp_path):
+def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path, small_config(cityscapes_root, run_dir))
     assert run_train("--config", config, "--set", "train.log_every=1") == 0
@@ -82,7 +83,7 @@ def test_per_step_scalars_are_logged(cityscapes_root, tmp_path):
     assert {"train/lr", "train/images_per_second"} <= set(accumulator.Tags()["scalars"])
 
 
-def test_resume_is_exact(cityscapes_root, tmp_path):
+def test_resume_is_exact(cityscapes_root, tmp_path, small_config):
     """2 epochs, then --resume for 2 more, ends on the weights of 4 epochs straight, also with
     DataLoader workers in one run and not the other."""
     common = {"train": {"epochs": 4, "seed": 5}}
@@ -102,7 +103,7 @@ def test_resume_is_exact(cityscapes_root, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
-def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path):
+def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path, small_config):
     from segmentation.config import config_from_dict
     from segmentation.data.build import scheme_for
     from segmentation.models import model_from_config
@@ -123,7 +124,7 @@ def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_
     assert any(not torch.equal(initial[key], trained[key]) for key in decoder)
 
 
-def test_accumulation_and_clipping(cityscapes_root, tmp_path):
+def test_accumulation_and_clipping(cityscapes_root, tmp_path, small_config):
     # 15 images, batch 4: 3 batches, 2 optimizer steps with accumulation over 2 (the last
     # step takes the odd batch).
     config = small_config(
@@ -134,7 +135,7 @@ def test_accumulation_and_clipping(cityscapes_root, tmp_path):
     assert state["state"]["step"] == 2
 
 
-def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
+def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small_config):
     first = small_config(cityscapes_root, tmp_path / "first")
     assert run_train("--config", write_config(tmp_path, first)) == 0
     assert (
@@ -155,7 +156,9 @@ def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
     assert state["state"]["epoch"] == 1
 
 
-def test_init_from_another_class_count_says_expected_and_found(cityscapes_root, tmp_path, capsys):
+def test_init_from_another_class_count_says_expected_and_found(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     first = small_config(cityscapes_root, tmp_path / "first")
     assert run_train("--config", write_config(tmp_path, first)) == 0
     code = run_train(
@@ -174,7 +177,9 @@ def test_init_from_another_class_count_says_expected_and_found(cityscapes_root, 
     assert "expected ['background', 'road']" in message and "found ['void'" in message
 
 
-def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_path, capsys):
+def test_an_existing_run_directory_is_never_overwritten(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
@@ -185,7 +190,9 @@ def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_pat
     assert not (run_dir / "last.pt").exists()
 
 
-def test_unknown_config_keys_are_named_with_the_valid_ones(cityscapes_root, tmp_path, capsys):
+def test_unknown_config_keys_are_named_with_the_valid_ones(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     config = small_config(cityscapes_root, tmp_path / "run")
     config["train"]["epoch"] = 3
     assert run_train("--config", write_config(tmp_path, config)) == 2
@@ -202,7 +209,7 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path):
+def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "ddp"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "batch_size": 2})
     config["model"]["sync_batchnorm"] = True
