@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 from cityscapesscripts.helpers.labels import id2label
-from test_kitti_metrics import _devkit
-from trained_checkpoints import cityscapes_checkpoint, kitti_road_checkpoint, one_torch_thread
 
 import evaluate
 from segmentation.evaluation.cityscapes import run_official_evaluator
@@ -25,15 +23,7 @@ EVALUATED_NAMES = [id2label[i].name for i in EVALUATED_IDS]  # the 19 classes, l
 UNLABELED = 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def kitti_checkpoint(tmp_path_factory, kitti_root) -> Path:
-    return kitti_road_checkpoint(tmp_path_factory, kitti_root)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_evaluate(checkpoint: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, Path]:
@@ -127,9 +117,9 @@ def relabel_for_absent_classes(root: Path, prediction_files: list[str]) -> tuple
     ],
 )
 def test_miou_equals_the_official_evaluator_also_with_absent_classes(
-    tmp_path_factory, cityscapes_root, tmp_path, labels, options
+    trained_checkpoint, cityscapes_root, tmp_path, labels, options
 ):
-    checkpoint = cityscapes_checkpoint(tmp_path_factory, cityscapes_root, labels)
+    checkpoint = trained_checkpoint("cityscapes", labels)
     root = copy_val_tree(cityscapes_root, tmp_path / "cityscapes")
 
     # 1. the val split as generated
@@ -160,8 +150,10 @@ def test_miou_equals_the_official_evaluator_also_with_absent_classes(
     assert_classes_agree(results, reference)
 
 
-def test_category_scores_equal_the_official_evaluator(tmp_path_factory, cityscapes_root, tmp_path):
-    checkpoint = cityscapes_checkpoint(tmp_path_factory, cityscapes_root, "categories")
+def test_category_scores_equal_the_official_evaluator(
+    trained_checkpoint, cityscapes_root, tmp_path
+):
+    checkpoint = trained_checkpoint("cityscapes", "categories")
     tta = ["--tta", "multiscale", "--scales", "0.5,1", "--merge", "gmean"]
     code, results, export_dir = run_evaluate(checkpoint, tmp_path, "--export-color", *tta)
     assert code == 0
@@ -188,8 +180,8 @@ def test_category_scores_equal_the_official_evaluator(tmp_path_factory, cityscap
     assert len(colours) == len(gt_files)
 
 
-def test_user_errors_are_one_line(tmp_path_factory, cityscapes_root, tmp_path, capsys):
-    checkpoint = cityscapes_checkpoint(tmp_path_factory, cityscapes_root, "categories")
+def test_user_errors_are_one_line(trained_checkpoint, cityscapes_root, tmp_path, capsys):
+    checkpoint = trained_checkpoint("cityscapes", "categories")
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "old.png").write_bytes(b"")
     code, _, _ = run_evaluate(checkpoint, tmp_path)
@@ -207,8 +199,10 @@ def test_user_errors_are_one_line(tmp_path_factory, cityscapes_root, tmp_path, c
     assert "test labels are dummies" in capsys.readouterr().err
 
 
-def test_kitti_road_scores_and_devkit_exports(kitti_checkpoint, kitti_root, tmp_path):
-    code, results, export_dir = run_evaluate(kitti_checkpoint, tmp_path)
+def test_kitti_road_scores_and_devkit_exports(
+    trained_checkpoint, road_devkit, kitti_root, tmp_path
+):
+    code, results, export_dir = run_evaluate(trained_checkpoint("kitti", "road"), tmp_path)
     assert code == 0
     road = results["kitti_road"]
     assert set(road) == {"um", "umm", "uu", "overall"}
@@ -228,6 +222,6 @@ def test_kitti_road_scores_and_devkit_exports(kitti_checkpoint, kitti_root, tmp_
         levels.append(prob)
         gt_roads.append(gt[:, :, 0] > 0)  # the devkit: road is blue > 0, valid red > 0
         valids.append(gt[:, :, 2] > 0)
-    expected = _devkit(levels, gt_roads, valids)
+    expected = road_devkit(levels, gt_roads, valids)
     for key, value in expected.items():
         assert road["overall"][key] == pytest.approx(float(value), abs=1e-9), key

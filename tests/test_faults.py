@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import small_config
 
 import train
 from segmentation.checkpoint import load_checkpoint
@@ -65,25 +64,15 @@ def long_epochs_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(cityscapes_root, tmp_path_factory) -> Path:
+def checkpoint(cityscapes_root, tmp_path_factory, small_config) -> Path:
     run_dir = tmp_path_factory.mktemp("faults") / "run"
     config = write_yaml(run_dir.parent / "c.yaml", small_config(cityscapes_root, run_dir))
     assert train.main(["--config", str(config)]) == 0
     return run_dir / "last.pt"
 
 
-@pytest.fixture
-def one_thread():
-    """The subprocesses run on one thread; in-process runs must too, to add up floats in the
-    same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_sigterm_mid_epoch_saves_and_resume_matches_a_straight_run(
-    long_epochs_root, tmp_path, one_thread
+    long_epochs_root, tmp_path, one_thread, small_config
 ):
     settings = {"train": {"epochs": 2, "batch_size": 2, "seed": 7}}
     straight = small_config(long_epochs_root, tmp_path / "straight", **settings)
@@ -113,7 +102,9 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_a_straight_run(
         assert torch.equal(tensor, resumed[key]), key
 
 
-def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(cityscapes_root, tmp_path):
+def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(
+    cityscapes_root, tmp_path, small_config
+):
     # A learning-rate typo: the weights overflow after the first step.
     config = small_config(cityscapes_root, tmp_path / "run", optim={"lr": 1.0e30})
     result = run_script("train.py", "--config", write_yaml(tmp_path / "c.yaml", config))
@@ -122,7 +113,7 @@ def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(cityscapes_root, tmp
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
-def test_skipping_bad_batches_stops_past_the_allowance(cityscapes_root, tmp_path):
+def test_skipping_bad_batches_stops_past_the_allowance(cityscapes_root, tmp_path, small_config):
     config = small_config(
         cityscapes_root, tmp_path / "run", optim={"lr": 1.0e30}, train={"skip_nonfinite": 1}
     )
@@ -131,7 +122,9 @@ def test_skipping_bad_batches_stops_past_the_allowance(cityscapes_root, tmp_path
     assert "skipped a batch with a NaN or infinite loss" in result.stderr
 
 
-def test_a_nan_model_never_overwrites_a_good_checkpoint(cityscapes_root, tmp_path, monkeypatch):
+def test_a_nan_model_never_overwrites_a_good_checkpoint(
+    cityscapes_root, tmp_path, monkeypatch, small_config
+):
     from segmentation import losses
 
     run_dir = tmp_path / "run"
@@ -158,7 +151,7 @@ def test_a_nan_model_never_overwrites_a_good_checkpoint(cityscapes_root, tmp_pat
     ids=["oserror", "torch-runtimeerror"],
 )
 def test_a_failed_checkpoint_write_keeps_the_previous_one(
-    failure, cityscapes_root, tmp_path, monkeypatch, capsys
+    failure, cityscapes_root, tmp_path, monkeypatch, capsys, small_config
 ):
     run_dir = tmp_path / "run"
     config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir))
@@ -183,8 +176,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def bad_train_inputs(root: Path, tmp: Path, kitti_root: Path, checkpoint: Path) -> dict:
-    base = small_config(root, tmp / "run")
+def bad_train_inputs(base: dict, root: Path, tmp: Path, kitti_root: Path, checkpoint: Path) -> dict:
     blocker = tmp / "a_file"
     blocker.write_text("")
     typo = {**base, "train": {**base["train"], "epoch": 3}}
@@ -237,8 +229,11 @@ def bad_train_inputs(root: Path, tmp: Path, kitti_root: Path, checkpoint: Path) 
         "unwritable output directory",
     ],
 )
-def test_bad_training_input(case, cityscapes_root, kitti_root, checkpoint, tmp_path):
-    args, fragments = bad_train_inputs(cityscapes_root, tmp_path, kitti_root, checkpoint)[case]
+def test_bad_training_input(case, cityscapes_root, kitti_root, checkpoint, tmp_path, small_config):
+    base = small_config(cityscapes_root, tmp_path / "run")
+    args, fragments = bad_train_inputs(base, cityscapes_root, tmp_path, kitti_root, checkpoint)[
+        case
+    ]
     result = run_script("train.py", *args)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run").exists()

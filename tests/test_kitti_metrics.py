@@ -24,52 +24,6 @@ def _scores(road_prob, gt_road, valid=None) -> dict:
     return road_scores(histograms[0], histograms[1])
 
 
-def _devkit(prob_levels: list[np.ndarray], gts: list[np.ndarray], valids: list[np.ndarray]):
-    """The devkit's evalExp + pxEval_maximizeFMeasure + calcEvalMeasures, written plainly.
-
-    prob_levels are the 8-bit PNG values; the devkit reads them as float32 v / 255.
-    """
-    thresh = np.array(range(0, 256)) / 255.0
-    thres_inf = np.concatenate(([-np.inf], thresh, [np.inf]))
-    total_fn = np.zeros(256, np.int64)
-    total_fp = np.zeros(256, np.int64)
-    pos_num = neg_num = 0
-    for levels, gt, valid in zip(prob_levels, gts, valids):
-        cur_prob = np.clip(levels.astype("f4") / 255, 0.0, 1.0)
-        fn_hist = np.histogram(cur_prob[gt & valid], bins=thres_inf)[0]
-        total_fn += np.cumsum(fn_hist)[0:256]
-        fp_hist = np.histogram(cur_prob[~gt & valid], bins=thres_inf)[0]
-        total_fp += np.flipud(np.cumsum(np.flipud(fp_hist)))[1:257]
-        pos_num += np.sum(gt & valid)
-        neg_num += np.sum(~gt & valid)
-    total_tp = pos_num - total_fn
-    total_tn = neg_num - total_fp
-    recall = total_tp / float(pos_num)
-    precision = total_tp / (total_tp + total_fp + 1e-10)
-    keep = ~((recall == 0) & (precision == 0))
-    recall, precision = recall[keep], precision[keep]
-    average_precision = 0
-    counter = 0
-    for i in np.arange(0, 1.1, 0.1):
-        average_precision += max(precision[np.where(recall >= i)])
-        counter += 1
-    average_precision = average_precision / counter
-    f_measure = 2 * (precision * recall) / (precision + recall + 1e-10)
-    index = f_measure.argmax()
-    values = np.zeros((1, 4), "u4")
-    values[0] = [total_tp[index], total_tn[index], total_fp[index], total_fn[index]]
-    tp, tn, fp, fn = (values[:, j].astype("f4") for j in range(4))
-    return {
-        "MaxF": f_measure[index],
-        "AP": average_precision,
-        "PRE": (tp / (tp + fp))[0],
-        "REC": (tp / (tp + fn))[0],
-        "FPR": (fp / (tn + fp))[0],
-        "FNR": (fn / (tp + fn))[0],
-        "threshold": thresh[index],
-    }
-
-
 GT = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=bool)
 
 
@@ -127,7 +81,7 @@ def test_quantization_matches_the_devkit_reading_of_8bit_pngs():
     assert quantize(torch.tensor([-0.2, 1.5, float("nan")])).tolist() == [0, 255, -1]
 
 
-def test_against_a_plain_devkit_on_random_images():
+def test_against_a_plain_devkit_on_random_images(road_devkit):
     rng = np.random.default_rng(2)
     levels, gts, valids = [], [], []
     accumulator = KittiRoadScores("cpu")
@@ -148,10 +102,10 @@ def test_against_a_plain_devkit_on_random_images():
         )
     results = accumulator.compute()
     assert set(results) == {"um", "umm", "uu", "overall"}
-    expected = _devkit(levels, gts, valids)
+    expected = road_devkit(levels, gts, valids)
     for key, value in expected.items():
         assert results["overall"][key] == pytest.approx(float(value), abs=1e-12), key
-    um = _devkit([levels[0], levels[2]], [gts[0], gts[2]], [valids[0], valids[2]])
+    um = road_devkit([levels[0], levels[2]], [gts[0], gts[2]], [valids[0], valids[2]])
     for key, value in um.items():
         assert results["um"][key] == pytest.approx(float(value), abs=1e-12), key
 

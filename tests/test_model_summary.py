@@ -5,20 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import model_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from intra-op threads; on a shared CPU they only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs gain nothing from intra-op threads; on a shared CPU they only spin.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def figure(pattern: str, text: str) -> str:

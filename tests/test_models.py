@@ -20,14 +20,9 @@ from segmentation.models import (
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and on a shared CPU the idle threads'
-    spin-waiting made this file 3x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs gain nothing from intra-op threads, and on a shared CPU the idle threads'
+# spin-waiting made this file 3x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(model: nn.Module) -> int:
@@ -148,11 +143,34 @@ class ModelContract:
 
     def test_state_dict_round_trip(self):
         model = self.build().eval()
-        copy = self.build(in_channels=3)
-        copy.load_state_dict(model.state_dict())
+        # Every float parameter and buffer (BatchNorm statistics too, which every seed sets to
+        # 0 and 1) moved off its initial value, and the copy from another seed: before loading,
+        # the copy differs in every float entry, so only a load that works makes it equal.
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    noise = 0.01 + torch.rand(tensor.shape, generator=generator)
+                    tensor.mul_(1 + 0.1 * noise).add_(0.001 * noise)
+        torch.manual_seed(1)
+        copy = build_model(self.arch, "resnet18", NUM_CLASSES, **self.options).eval()
+        expected = model.state_dict()
+        for key, tensor in copy.state_dict().items():
+            if tensor.is_floating_point():
+                assert not torch.equal(tensor, expected[key]), key
         images = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
-            torch.testing.assert_close(copy.eval()(images), model(images))
+            before = copy(images)
+
+        copy.load_state_dict(expected)
+        found = copy.state_dict()
+        assert found.keys() == expected.keys()
+        for key, tensor in expected.items():
+            assert torch.equal(found[key], tensor), key
+        with torch.no_grad():
+            logits = model(images)
+            torch.testing.assert_close(copy(images), logits)
+        assert not torch.allclose(before, logits)
 
 
 class TestUNet(ModelContract):

@@ -11,21 +11,16 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from trained_checkpoints import cityscapes_checkpoint, one_torch_thread
 
 import inference
 from segmentation.inference.model import load_trained_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, cityscapes_root) -> Path:
-    return cityscapes_checkpoint(tmp_path_factory, cityscapes_root, "classes")
+def checkpoint(trained_checkpoint) -> Path:
+    return trained_checkpoint("cityscapes", "classes")
 
 
 def dims(value_info) -> list:

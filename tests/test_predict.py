@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from trained_checkpoints import one_torch_thread
 
 from segmentation.errors import UserError
 from segmentation.inference.predict import drop_small_clusters, parse_scales, predict_probabilities
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pointwise_model(outputs: int = 3) -> nn.Module:

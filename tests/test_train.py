@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import small_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
@@ -29,7 +29,9 @@ def run_train(*args) -> int:
 @pytest.mark.parametrize(
     ("arch", "loss"), [("fpn", "bce_dice"), ("unet", "bce_dice"), ("fpn", "ce")]
 )
-def test_one_epoch_leaves_a_complete_run_directory(cityscapes_root, tmp_path, arch, loss):
+def test_one_epoch_leaves_a_complete_run_directory(
+    cityscapes_root, tmp_path, arch, loss, small_config
+):
     run_dir = tmp_path / "run"
     config = small_config(
         cityscapes_root,
@@ -54,7 +56,7 @@ def test_one_epoch_leaves_a_complete_run_directory(cityscapes_root, tmp_path, ar
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"] == arch
 
 
-def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path):
+def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "run"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "log_images": 2})
     assert run_train("--config", write_config(tmp_path, config), "--set", "train.seed=3") == 0
@@ -71,7 +73,7 @@ def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path
     assert panel.width == 3 * 64 and panel.height == 2 * 32
 
 
-def test_per_step_scalars_are_logged(cityscapes_root, tmp_path):
+def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path, small_config(cityscapes_root, run_dir))
     assert run_train("--config", config, "--set", "train.log_every=1") == 0
@@ -82,7 +84,7 @@ def test_per_step_scalars_are_logged(cityscapes_root, tmp_path):
     assert {"train/lr", "train/images_per_second"} <= set(accumulator.Tags()["scalars"])
 
 
-def test_resume_is_exact(cityscapes_root, tmp_path):
+def test_resume_is_exact(cityscapes_root, tmp_path, small_config):
     """2 epochs, then --resume for 2 more, ends on the weights of 4 epochs straight, also with
     DataLoader workers in one run and not the other."""
     common = {"train": {"epochs": 4, "seed": 5}}
@@ -102,7 +104,7 @@ def test_resume_is_exact(cityscapes_root, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
-def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path):
+def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path, small_config):
     from segmentation.config import config_from_dict
     from segmentation.data.build import scheme_for
     from segmentation.models import model_from_config
@@ -123,18 +125,98 @@ def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_
     assert any(not torch.equal(initial[key], trained[key]) for key in decoder)
 
 
-def test_accumulation_and_clipping(cityscapes_root, tmp_path):
+def test_the_last_step_of_an_epoch_takes_the_odd_batch(cityscapes_root, tmp_path, small_config):
     # 15 images, batch 4: 3 batches, 2 optimizer steps with accumulation over 2 (the last
     # step takes the odd batch).
-    config = small_config(
-        cityscapes_root, tmp_path / "run", train={"accumulate": 2, "grad_clip": 0.5}
-    )
+    config = small_config(cityscapes_root, tmp_path / "run", train={"accumulate": 2})
     assert run_train("--config", write_config(tmp_path, config)) == 0
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["state"]["step"] == 2
 
 
-def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
+def accumulation_run(small_config, cityscapes_root, run_dir: Path, lr: float, **train) -> dict:
+    """A run of one optimizer step over the 6 val images in 6 micro-batches of one image each
+    (accumulate=6): the step is the same whatever order the sampler draws them in. No
+    augmentation, no dropout, plain SGD without momentum: a step is -lr x the gradient."""
+    no_augmentation = {"crop_scale": [1.0, 1.0], "hflip": 0.0, "color": 0.0}
+    config = small_config(
+        cityscapes_root,
+        run_dir,
+        data={"train_split": "val", "augment": no_augmentation},
+        optim={"optimizer": "sgd", "momentum": 0.0, "lr": lr, "scheduler": "none"},
+        train={"batch_size": 1, "accumulate": 6, "log_images": 0, **train},
+    )
+    config["model"]["options"]["dropout"] = 0.0
+    config["model"]["channels_last"] = False
+    return config
+
+
+def mean_gradient(config: dict) -> tuple[dict, dict]:
+    """The run's initial parameters and, by a bare loop here, the gradient of the mean of the
+    per-image losses, each image in its own forward in training mode (so BatchNorm normalizes
+    each with its own statistics, as in the run's micro-batches)."""
+    from segmentation.config import config_from_dict
+    from segmentation.data.build import build_training_datasets, scheme_for
+    from segmentation.losses import build_loss
+    from segmentation.models import encoder_normalization, model_from_config
+
+    resolved = config_from_dict(config)
+    scheme = scheme_for(resolved.data)
+    torch.manual_seed(resolved.train.seed)  # the run's seed: its initial weights
+    model = model_from_config(resolved.model, scheme.num_outputs(resolved.model.head), None)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    images, _ = build_training_datasets(
+        resolved.data, *encoder_normalization(resolved.model.backbone)
+    )
+    assert len(images) == 6
+    loss_fn = build_loss(resolved.loss.name, scheme.num_classes)
+    model.train()
+    for index in range(len(images)):
+        item = images[index]
+        logits = model(item["image"][None])
+        (loss_fn(logits, item["target"][None].long()) / len(images)).backward()
+    return initial, {name: p.grad.double() for name, p in model.named_parameters()}
+
+
+def norm(tensors) -> float:
+    return math.sqrt(sum(tensor.double().square().sum().item() for tensor in tensors))
+
+
+def test_accumulation_and_clipping(cityscapes_root, tmp_path, small_config, one_thread):
+    """accumulate=6 over 6 micro-batches is one step on the mean of their gradients (each from
+    its own forward), checked against a bare loop here; grad_clip scales that gradient to its
+    norm, so a plain SGD step is at most lr x grad_clip."""
+    lr, clip_lr, clip = 1e-4, 0.1, 1.0
+    configs, runs = {}, {}
+    for name, rate, options in (("plain", lr, {}), ("clipped", clip_lr, {"grad_clip": clip})):
+        config = accumulation_run(small_config, cityscapes_root, tmp_path / name, rate, **options)
+        assert run_train("--config", write_config(tmp_path, config, f"{name}.yaml")) == 0
+        state = load_checkpoint(tmp_path / name / "last.pt")
+        assert state["state"]["step"] == 1
+        configs[name], runs[name] = config, state["model"]
+    initial, gradient = mean_gradient(configs["plain"])  # the same model, data and loss
+    gradient_norm = norm(gradient.values())
+    assert gradient_norm > 10 * clip  # the clip binds
+
+    def steps(run: dict) -> list[torch.Tensor]:
+        return [run[name].double() - initial[name].double() for name in initial]
+
+    # Accumulation: one step of -lr x the mean gradient (float32 weights round the steps to
+    # ~1e-5 of their norms here).
+    expected = [-lr * gradient[name] for name in initial]
+    found = steps(runs["plain"])
+    difference = norm(a - b for a, b in zip(found, expected))
+    assert difference <= 1e-3 * norm(expected), (difference, norm(expected))
+    # Clipping: the same direction, scaled to a norm of clip; the step is at most lr x clip.
+    scale = clip / (gradient_norm + 1e-6)
+    expected = [-clip_lr * scale * gradient[name] for name in initial]
+    found = steps(runs["clipped"])
+    assert norm(found) <= clip_lr * clip * (1 + 1e-3)
+    difference = norm(a - b for a, b in zip(found, expected))
+    assert difference <= 1e-3 * clip_lr * clip, (difference, norm(found))
+
+
+def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small_config):
     first = small_config(cityscapes_root, tmp_path / "first")
     assert run_train("--config", write_config(tmp_path, first)) == 0
     assert (
@@ -155,7 +237,9 @@ def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path):
     assert state["state"]["epoch"] == 1
 
 
-def test_init_from_another_class_count_says_expected_and_found(cityscapes_root, tmp_path, capsys):
+def test_init_from_another_class_count_says_expected_and_found(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     first = small_config(cityscapes_root, tmp_path / "first")
     assert run_train("--config", write_config(tmp_path, first)) == 0
     code = run_train(
@@ -174,7 +258,9 @@ def test_init_from_another_class_count_says_expected_and_found(cityscapes_root, 
     assert "expected ['background', 'road']" in message and "found ['void'" in message
 
 
-def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_path, capsys):
+def test_an_existing_run_directory_is_never_overwritten(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
@@ -187,7 +273,9 @@ def test_an_existing_run_directory_is_never_overwritten(cityscapes_root, tmp_pat
     assert not (run_dir / "last.pt").exists()
 
 
-def test_unknown_config_keys_are_named_with_the_valid_ones(cityscapes_root, tmp_path, capsys):
+def test_unknown_config_keys_are_named_with_the_valid_ones(
+    cityscapes_root, tmp_path, capsys, small_config
+):
     config = small_config(cityscapes_root, tmp_path / "run")
     config["train"]["epoch"] = 3
     assert run_train("--config", write_config(tmp_path, config)) == 2
@@ -204,7 +292,7 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path):
+def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "ddp"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "batch_size": 2})
     config["model"]["sync_batchnorm"] = True
