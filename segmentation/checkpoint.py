@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import pickle
 import shutil
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,11 +26,9 @@ class CheckpointWriteError(UserError):
 
 
 def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    # A signal arriving mid-write waits until the file is complete: a second Ctrl-C must not
-    # turn a save into a traceback and a half-written temporary file.
-    blocked = _block_stop_signals()
     try:
-        write_atomically(path, write)
+        with _stop_signals_deferred():
+            write_atomically(path, write)
     except (OSError, RuntimeError) as error:
         kept = "the previous checkpoint is kept" if path.exists() else "nothing was written"
         if _is_disk_full(error):
@@ -39,19 +38,27 @@ def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f"could not write checkpoint {path} ({reason}): {kept}; fix the folder's "
             "permissions or choose another --output-dir"
         ) from None
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _block_stop_signals() -> bool:
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them: a second Ctrl-C
+    during a save must not turn it into a traceback and a half-written file."""
     if threading.current_thread() is not threading.main_thread():
-        return False
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    return True
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda number, frame: received.append(number))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
 
 
 def _is_disk_full(error: BaseException) -> bool:

@@ -6,6 +6,7 @@ message and that no file was lost.
 
 import errno
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,231 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_a_straight_run(
     resumed = load_checkpoint(run_dir / "last.pt")["model"]
     for key, tensor in expected.items():
         assert torch.equal(tensor, resumed[key]), key
+
+
+def start_training(config: Path, *extra, session: bool = True) -> subprocess.Popen:
+    """train.py in its own process group (a job as a cluster or systemd runs it)."""
+    command = [sys.executable, str(REPO / "train.py"), "--config", str(config), *map(str, extra)]
+    return subprocess.Popen(
+        command, env=ENV, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=session
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before {what}: {process.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
+
+
+def first_steps_logged(run_dir: Path):
+    # log_every 1: a TensorBoard event file grows after every step.
+    def logged() -> bool:
+        events = list((run_dir / "tensorboard").glob("events.*"))
+        return bool(events) and events[0].stat().st_size > 400
+
+    return logged
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_to_the_whole_job_saves_and_says_so_once(
+    signum, long_epochs_root, tmp_path, small_config
+):
+    run_dir = tmp_path / "run"
+    settings = {"train": {"epochs": 2, "batch_size": 2, "log_every": 1}, "data": {"workers": 2}}
+    config = write_yaml(tmp_path / "c.yaml", small_config(long_epochs_root, run_dir, **settings))
+    process = start_training(config)
+    wait_for(first_steps_logged(run_dir), process, "the first steps")
+    os.killpg(process.pid, signum)  # the DataLoader workers get it too
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
+    assert stderr.count(f"{signal.Signals(signum).name} received") == 1, stderr
+    assert stderr.count(f"--resume {run_dir / 'last.pt'}") == 1, stderr
+    assert load_checkpoint(run_dir / "last.pt")["state"]["epoch_batches"] > 0
+
+
+def test_sigterm_to_a_torchrun_job_stops_every_rank_at_one_step(
+    long_epochs_root, tmp_path, small_config
+):
+    run_dir = tmp_path / "run"
+    settings = {"train": {"epochs": 2, "batch_size": 2, "log_every": 1}}
+    config = write_yaml(tmp_path / "c.yaml", small_config(long_epochs_root, run_dir, **settings))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+        str(REPO / "train.py"), "--config", str(config),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=ENV, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True
+    )
+    wait_for(first_steps_logged(run_dir), process, "the first steps")
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=180)
+    ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and "--resume" in ours[0], stderr[-3000:]
+    # torchrun itself reports the signal it got with a traceback of its own; the ranks none.
+    assert str(REPO / "segmentation") not in stderr and 'train.py", line' not in stderr
+    state = load_checkpoint(run_dir / "last.pt")["state"]
+    assert state["epoch"] == 0 and state["step"] > 0
+    # Both ranks stopped after the same step: the saved one, from which a resume continues.
+    assert train.main(["--resume", str(run_dir / "last.pt"), "--epochs", "1"]) == 0
+
+
+def test_two_runs_on_one_directory_the_second_is_refused(long_epochs_root, tmp_path, small_config):
+    run_dir = tmp_path / "run"
+    settings = {"train": {"epochs": 4, "batch_size": 2, "log_every": 1}}
+    config = write_yaml(tmp_path / "c.yaml", small_config(long_epochs_root, run_dir, **settings))
+    first = start_training(config)
+    try:
+        wait_for(first_steps_logged(run_dir), first, "the first run's steps")
+        second = run_script("train.py", "--config", config, "--output-dir", run_dir)
+        assert_one_line_error(second, "in use by another train.py", f"PID {first.pid}")
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.communicate(timeout=120)
+
+
+def test_a_lock_left_by_a_dead_run_does_not_block(cityscapes_root, tmp_path, small_config):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("999999\n")  # its process is gone, and its flock with it
+    (run_dir / "config.yaml").write_text("left by a start that failed\n")
+    (run_dir / "tensorboard").mkdir()
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir))
+    assert train.main(["--config", str(config)]) == 0
+    assert (run_dir / "last.pt").is_file()
+
+
+def test_resuming_from_an_older_checkpoint_is_refused(long_epochs_root, tmp_path, small_config):
+    run_dir = tmp_path / "run"
+    # An lr that makes validation worse after the first epoch: best.pt stays at epoch 1.
+    config = small_config(long_epochs_root, run_dir, train={"epochs": 3, "batch_size": 8})
+    assert train.main(["--config", str(write_yaml(tmp_path / "c.yaml", config))]) == 0
+    best = load_checkpoint(run_dir / "best.pt")["state"]["step"]
+    last = load_checkpoint(run_dir / "last.pt")["state"]["step"]
+    records = (run_dir / "metrics.jsonl").read_text()
+    if best == last:  # the last epoch was the best: make best.pt older by hand
+        state = load_checkpoint(run_dir / "best.pt")
+        state["state"]["step"] -= 1
+        torch.save(state, run_dir / "best.pt")
+    result = run_script("train.py", "--resume", run_dir / "best.pt", "--epochs", "4")
+    assert_one_line_error(result, "older than the run's", f"--resume {run_dir / 'last.pt'}")
+    assert "--init-from" in result.stderr
+    assert load_checkpoint(run_dir / "last.pt")["state"]["step"] == last
+    assert (run_dir / "metrics.jsonl").read_text() == records
+
+
+def test_best_is_written_before_last_records_it(
+    cityscapes_root, tmp_path, small_config, monkeypatch
+):
+    from segmentation.engine import loop
+
+    written = []
+    real_save, real_copy = loop.save_checkpoint, loop.copy_checkpoint
+    monkeypatch.setattr(
+        loop, "save_checkpoint", lambda s, p: (written.append(p.name), real_save(s, p))
+    )
+    monkeypatch.setattr(
+        loop, "copy_checkpoint", lambda a, b: (written.append(b.name), real_copy(a, b))
+    )
+    config = small_config(cityscapes_root, tmp_path / "run")
+    assert train.main(["--config", str(write_yaml(tmp_path / "c.yaml", config))]) == 0
+    assert written == ["best.pt", "last.pt"]
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_at_the_next_start(checkpoint, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run_dir)
+    (run_dir / ".best.pt.4242.tmp").write_bytes(b"half a checkpoint")
+    assert train.main(["--resume", str(run_dir / "last.pt"), "--epochs", "1"]) == 0
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_second_signal_during_a_save_waits_for_the_file(tmp_path, monkeypatch):
+    from segmentation.checkpoint import save_checkpoint
+
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    def save_then_get_interrupted(obj, handle, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives mid-write
+        time.sleep(0.05)
+        real_save(obj, handle, *args, **kwargs)
+
+    real_save = torch.save
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    monkeypatch.setattr(torch, "save", save_then_get_interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint({"model": {"w": torch.ones(3)}}, tmp_path / "last.pt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupted == [signal.SIGINT]
+    assert load_checkpoint(tmp_path / "last.pt")["model"]["w"].tolist() == [1.0, 1.0, 1.0]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resuming_with_another_amp_mode_warns_instead_of_crashing(checkpoint):
+    from types import SimpleNamespace
+
+    from segmentation.engine.distributed import DistributedContext
+    from segmentation.engine.setup import restore_state
+
+    state = load_checkpoint(checkpoint)  # a train.amp=off run: its scaler state is empty
+    assert state["scaler"] == {}
+    model = torch.nn.Linear(1, 1)
+    model.load_state_dict = lambda weights: None
+    ignore = SimpleNamespace(load_state_dict=lambda saved: None)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)  # as an fp16 resume builds it
+    training = SimpleNamespace(
+        config=SimpleNamespace(train=SimpleNamespace(amp="fp16")),
+        bare_model=model,
+        optimizer=ignore,
+        scheduler=ignore,
+        scaler=scaler,
+        device=torch.device("cpu"),
+        context=DistributedContext(0, 1, 0, torch.device("cpu")),
+    )
+    restore_state(training, state)
+    assert scaler.is_enabled() and scaler.get_scale() == 65536.0  # a fresh scaler
+    assert training.state.step == state["state"]["step"]
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "inference.py"])
+def test_an_empty_checkpoint_is_one_line(script, tmp_path):
+    empty = tmp_path / "last.pt"
+    empty.write_bytes(b"")
+    flag = ["--resume", empty] if script == "train.py" else ["--checkpoint", empty]
+    extra = ["--export-onnx", tmp_path / "m.onnx"] if script == "inference.py" else []
+    assert_one_line_error(run_script(script, *flag, *extra), "last.pt is unreadable", "empty")
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(cityscapes_root, tmp_path, small_config):
+    blocker = tmp_path / "taken"
+    blocker.write_text("")
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, blocker))
+    assert_one_line_error(run_script("train.py", "--config", config), "is a file", "--output-dir")
+
+
+def test_the_next_steps_can_be_copied_when_paths_hold_spaces(
+    cityscapes_root, tmp_path, small_config, capsys
+):
+    run_dir = tmp_path / "my runs" / "run 1"
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir))
+    assert train.main(["--config", str(config)]) == 0
+    commands = [line.strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    evaluate = next(shlex.split(line) for line in commands if "evaluate.py" in line)
+    checkpoint_path = Path(evaluate[evaluate.index("--checkpoint") + 1])
+    assert checkpoint_path.is_file() and checkpoint_path.parent == run_dir
+    for line in commands:
+        for word in shlex.split(line):
+            if word.startswith(str(tmp_path)) and not word.endswith((".mp4", "frames")):
+                assert Path(word).exists(), word
 
 
 def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(

@@ -30,22 +30,30 @@ class RunDirectory:
             raise UserError(
                 f"--output-dir {self.path} is a file, not a folder: choose a new --output-dir"
             )
-        if not resuming:
-            self._check_new_or_reusable()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock()
+            self._lock()  # first: a folder in use is refused as such, whatever it holds
         except OSError as error:
             raise UserError(
                 f"cannot write to run directory {self.path} ({error.strerror or error}): "
                 "choose a writable --output-dir"
             ) from None
+        try:
+            if not resuming:
+                self._check_new_or_reusable()
+        except UserError:
+            self.release()
+            raise
         self._remove_stale_temporaries()
 
     def _check_new_or_reusable(self) -> None:
         if not self.path.is_dir():
             return
-        present = {entry.name for entry in self.path.iterdir() if not _is_temporary(entry.name)}
+        present = {
+            entry.name
+            for entry in self.path.iterdir()
+            if not _is_temporary(entry.name) and entry.name != LOCK_NAME
+        }
         if not present:
             return
         if present <= LEFT_BY_A_FAILED_START:
