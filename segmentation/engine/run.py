@@ -29,7 +29,6 @@ from segmentation.engine.resume import check_compatible, check_resumable
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.trainer import StopRequest, Trainer, TrainingInterrupted, TrainState
-from segmentation.engine.validate import validate_config
 from segmentation.errors import UserError
 from segmentation.losses import build_loss, class_weights_from_pixel_counts
 from segmentation.models import (
@@ -164,7 +163,6 @@ class TrainingRun:
         resume: Path | None,
         init_from: Path | None,
     ) -> None:
-        validate_config(config)
         self.config = config
         self.context = context
         self.device = context.device
@@ -429,7 +427,6 @@ def run_training(
 ) -> dict:
     """Train as configured (possibly one process of a torchrun job). Returns the last
     validation metrics."""
-    validate_config(config)
     context = setup_distributed(config.train.device)
     try:
         run = TrainingRun(config, context, resume=resume, init_from=init_from)
