@@ -10,7 +10,6 @@ The checkpoint carries its config (dataset, labels, model): no config file is ne
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_trained_model(args.checkpoint, resolve_device(args.device))
         data_config = trained.config.data
         if args.data_root:
-            data_config = dataclasses.replace(data_config, root=args.data_root)
+            data_config = data_config.model_copy(update={"root": args.data_root})
         if data_config.dataset == "cityscapes" and args.split == "test":
             raise UserError(
                 "the Cityscapes test labels are dummies (all 'unlabeled'): score the val split, "

@@ -19,7 +19,13 @@ from pathlib import Path
 import yaml
 
 from segmentation.cli import run_guarded, setup_logging
-from segmentation.config import Config, apply_overrides, config_from_dict, load_config
+from segmentation.config import (
+    Config,
+    apply_overrides,
+    check_amp_device,
+    config_from_dict,
+    load_config,
+)
 from segmentation.errors import UserError
 
 logger = logging.getLogger("segmentation")
@@ -90,12 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    overrides = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()}
+    """Dotted key -> value of the flags given (flags left out are not in it), then --set's,
+    whose values are YAML: `--set model.pretrained=null` sets None."""
+    overrides = {
+        key: getattr(args, dest)
+        for dest, key in FLAG_KEYS.items()
+        if getattr(args, dest) is not None
+    }
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"--set needs KEY=VALUE, got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(
+                f"--set {key.strip()}: the value {value!r} is not valid YAML: put it in quotes"
+            ) from None
     return overrides
 
 
@@ -121,12 +138,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
         config = load_config(args.config)
     else:
         raise UserError("give --config FILE (see configs/), or --resume CKPT to continue a run")
-    try:
-        return apply_overrides(config, _overrides(args))
-    except KeyError as error:
-        raise UserError(
-            f"--set names an unknown config key {error}: see configs/ for the keys"
-        ) from None
+    config = apply_overrides(config, _overrides(args))
+    check_amp_device(config)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,264 +1,511 @@
-"""Typed run configuration: dataclasses with defaults, loaded from YAML, overridden by flags.
+"""Typed run configuration: pydantic models with defaults, loaded from YAML, overridden by flags.
 
 A YAML file holds any subset of the sections below; unknown keys are refused with the list of
-valid ones. The resolved configuration is saved with every run and every checkpoint.
+valid ones. Every check of a value lives here, so that a mistake is refused in one line that
+names the dotted key before any data is read or any model is built. The resolved configuration
+is saved with every run and every checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from segmentation.errors import UserError
 
+Dataset = Literal["cityscapes", "kitti"]
+Arch = Literal["fpn", "unet"]
+Head = Literal["sigmoid", "softmax"]
+LossName = Literal["bce_dice", "ce"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["plateau", "poly", "cosine", "none"]
+AmpMode = Literal["off", "bf16", "fp16"]
+KeyMetric = Literal["mIoU", "mDice", "pixel_accuracy"]
 
-@dataclass
-class AugmentConfig:
-    crop_scale: tuple[float, float] = (0.81, 1.0)  # area of the random crop, before resizing
-    hflip: float = 0.5
-    color: float = 0.5  # probability of one of brightness/contrast or gamma
-    weather: bool = False  # fog, rain, snow, sun flare or shadow
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "cityscapes"  # cityscapes | kitti
-    root: str = "data/cityscapes"
-    labels: list[str] = field(default_factory=lambda: ["categories"])
-    image_size: tuple[int, int] = (256, 512)  # training height, width
-    train_split: str = "train"
-    val_split: str = "val"
-    holdout_cities: list[str] = field(default_factory=list)  # seed: [ulm, bremen, aachen]
-    coarse: bool = False  # add train_extra with gtCoarse labels to training (Cityscapes)
-    val_fraction: float = 0.1  # KITTI: share of each category held out for validation
-    skip_missing_labels: bool = False
-    workers: int = 4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "fpn"  # fpn | unet
-    backbone: str = "resnext50"
-    pretrained: str | None = "imagenet"  # imagenet | a local state_dict file | null
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. num_filters, dropout
-    # sigmoid (one channel per class, one for a binary scheme) | softmax; null: the loss's own
-    # (bce_dice: sigmoid, ce: softmax). Saved resolved, so a checkpoint says how to read its logits.
-    head: str | None = None
-    channels_last: bool = True
-    sync_batchnorm: bool = False  # under DDP
-
-
-@dataclass
-class LossConfig:
-    name: str = "bce_dice"  # bce_dice (per-channel sigmoid) | ce (softmax)
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. bce_weight, dice_form
-    class_weights: str | list[float] | None = None  # null | auto | one weight per class
-
-
-@dataclass
-class OptimConfig:
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    scheduler: str = "plateau"  # plateau | poly | cosine | none
-    warmup_iters: int = 0
-    plateau_patience: int = 3
-    plateau_factor: float = 0.1
-    poly_power: float = 0.9
-    min_lr: float = 0.0
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 6
-    accumulate: int = 1  # gradient accumulation steps per optimizer step
-    grad_clip: float | None = None  # max gradient norm
-    freeze_encoder_iters: int = 0
-    amp: str = "off"  # off | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    key_metric: str = "mIoU"  # what best.pt maximizes: mIoU | mDice | pixel_accuracy
-    log_images: int = 4  # validation images in the TensorBoard panel
-    log_every: int = 20  # optimizer steps between training scalars (loss, lr, images/s)
-    skip_nonfinite: int = 0  # batches with a NaN/inf loss to skip before stopping
-    cudnn_benchmark: bool = True
-
-
-@dataclass
-class Config:
-    output_dir: str = "runs/run"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Check and convert one YAML value to the field's annotated type."""
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
-        return _build(annotation, value, key)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key)
-            except UserError as error:
-                errors.append(str(error))
-        raise UserError(errors[-1])
-    if annotation is Any:
-        return value
-    if origin is tuple:
-        if isinstance(value, str) and "x" in value:
-            value = value.split("x")
-        item_types = typing.get_args(annotation)
-        if not isinstance(value, list | tuple) or len(value) != len(item_types):
-            raise UserError(
-                f"config key '{key}' needs {len(item_types)} values, got {value!r}"
-                + (" (write HxW, e.g. 256x512)" if key.endswith("size") else "")
-            )
-        return tuple(_convert(v, t, key) for v, t in zip(value, item_types))
-    if origin is list:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise UserError(f"config key '{key}' must be a list, got {value!r}")
-        (item_type,) = typing.get_args(annotation)
-        return [_convert(v, item_type, key) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise UserError(f"config key '{key}' must be true or false, got {value!r}")
-    if annotation in (int, float):
-        if isinstance(value, bool):
-            raise UserError(f"config key '{key}' must be a number, got {value!r}")
-        try:
-            number = annotation(value)
-        except (TypeError, ValueError):
-            raise UserError(f"config key '{key}' must be a number, got {value!r}") from None
-        if annotation is int and isinstance(value, float) and value != number:
-            raise UserError(f"config key '{key}' must be a whole number, got {value!r}")
-        return number
-    if annotation is str:
-        if isinstance(value, dict | list):
-            raise UserError(f"config key '{key}' must be a single value, got {value!r}")
-        return str(value)
-    raise TypeError(f"unsupported config annotation {annotation} for {key}")
-
-
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in values if key not in names]
-    if unknown:
-        where = f" in section '{prefix}'" if prefix else ""
-        raise UserError(
-            f"unknown config key(s) {', '.join(map(str, unknown))}{where}: "
-            f"valid keys are {', '.join(names)}"
-        )
-    instance = cls()
-    for key, value in values.items():
-        full_key = f"{prefix}.{key}" if prefix else key
-        current = getattr(instance, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = _merge(dataclasses.asdict(current), value)
-        setattr(instance, key, _convert(value, hints[key], full_key))
-    return instance
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+AMP_MODES: tuple[str, ...] = get_args(AmpMode)
+KEY_METRICS: tuple[str, ...] = get_args(KeyMetric)
 
 # The output head each loss trains: per-channel sigmoids or one softmax over the classes.
 LOSS_HEADS = {"bce_dice": "sigmoid", "ce": "softmax"}
 
 
-def _resolve_head(config: Config) -> Config:
-    wanted = LOSS_HEADS.get(config.loss.name)
+def _line(message: str) -> PydanticCustomError:
+    """An error whose message is already the whole line the user sees."""
+    return PydanticCustomError("config_line", "{message}", {"message": message})
+
+
+def _reason(reason: str) -> PydanticCustomError:
+    """An error that says what is allowed; the key and the value given are added later."""
+    return PydanticCustomError("config_reason", "{reason}", {"reason": reason})
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML reads yes/no/on/off as booleans, which pydantic would take as the numbers 1 and 0.
+    if isinstance(value, bool):
+        raise _reason("it should be a number, not true/false")
+    return value
+
+
+def _yaml_word(value: Any) -> Any:
+    # YAML 1.1 reads `amp: off` as False: give back the word the user wrote.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+def _no_schedule(value: Any) -> Any:
+    # `scheduler: off` (False in YAML) or null mean what "none" means: a constant rate.
+    return "none" if value is False or value is None or value == "off" else value
+
+
+def _pretrained_word(value: Any) -> Any:
+    # `pretrained: no` means random init, `pretrained: yes` the usual ImageNet weights.
+    if isinstance(value, bool):
+        return "imagenet" if value else None
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _comma_list(value: Any) -> Any:
+    # `--set data.holdout_cities=ulm,bremen` names two cities, not one called "ulm,bremen".
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return _as_list(value)
+
+
+def _height_width(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", value):
+        return [int(part) for part in re.split(r"[xX]", value)]
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return value
+    raise _reason("it should be HEIGHTxWIDTH, e.g. 256x512, or [256, 512]")
+
+
+def _scale_range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not 0 < low <= high <= 1:
+        raise _reason("it should be [min, max] with 0 < min <= max <= 1, e.g. [0.81, 1.0]")
+    return value
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise _reason("it should be auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _empty_if_null(value: Any) -> Any:
+    # `options:` with nothing below it is null in YAML, and means no options.
+    return {} if value is None else value
+
+
+_WEIGHTS = TypeAdapter(list[Annotated[FiniteFloat, BeforeValidator(_not_bool), Field(ge=0)]])
+
+
+def _class_weights(value: Any) -> str | list[float] | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        weights = _WEIGHTS.validate_python(value)
+    except ValidationError:
+        weights = []
+    if not weights or sum(weights) <= 0:
+        raise _reason("it should be null, auto, or one finite weight >= 0 per class, not all 0")
+    return weights
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[FiniteFloat, BeforeValidator(_not_bool)]
+Positive = Annotated[Int, Field(ge=1)]
+Count = Annotated[Int, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+Text = Annotated[str, Field(min_length=1)]
+Choice = BeforeValidator(_yaml_word)
+
+
+class _Section(BaseModel):
+    # coerce_numbers_to_str: a city or file called 2024 is still a name.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            unknown = [str(key) for key in values if key not in cls.model_fields]
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_keys",
+                    "unknown config key(s) {unknown}",
+                    {"unknown": ", ".join(unknown), "valid": ", ".join(cls.model_fields)},
+                )
+        return values
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class AugmentConfig(_Section):
+    # Area of the random crop, before resizing, as a share of the image: [min, max].
+    crop_scale: Annotated[tuple[Float, Float], AfterValidator(_scale_range)] = (0.81, 1.0)
+    hflip: Probability = 0.5
+    color: Probability = 0.5  # probability of one of brightness/contrast or gamma
+    weather: bool = False  # fog, rain, snow, sun flare or shadow
+
+
+class DataConfig(_Section):
+    dataset: Annotated[Dataset, Choice] = "cityscapes"
+    root: Text = "data/cityscapes"
+    # A scheme name, or label names; "road,car" stays one string, which get_scheme splits.
+    labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] = Field(
+        default_factory=lambda: ["categories"]
+    )
+    image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = (256, 512)
+    train_split: Text = "train"
+    val_split: Text = "val"
+    # the original project: [ulm, bremen, aachen]
+    holdout_cities: Annotated[list[Text], BeforeValidator(_comma_list)] = Field(
+        default_factory=list
+    )
+    coarse: bool = False  # add train_extra with gtCoarse labels to training (Cityscapes)
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1  # KITTI: held out per category
+    skip_missing_labels: bool = False
+    workers: Count = 4
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class ModelConfig(_Section):
+    arch: Annotated[Arch, Choice] = "fpn"
+    backbone: Text = "resnext50"
+    # imagenet | a local state_dict file | null
+    pretrained: Annotated[Text | None, BeforeValidator(_pretrained_word)] = "imagenet"
+    # The architecture's keyword options (e.g. num_filters, dropout), checked against it.
+    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict
+    )
+    # sigmoid (one channel per class, one for a binary scheme) | softmax; null: the loss's own
+    # (bce_dice: sigmoid, ce: softmax). Saved resolved, so a checkpoint says how to read its logits.
+    head: Head | None = None
+    channels_last: bool = True
+    sync_batchnorm: bool = False  # under DDP
+
+
+class LossConfig(_Section):
+    name: Annotated[LossName, Choice] = "bce_dice"
+    # The loss's keyword options (e.g. bce_weight, dice_form), checked against it.
+    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict
+    )
+    # null | auto | one weight per class
+    class_weights: Annotated[
+        str | list[float] | None, PlainValidator(_class_weights), PlainSerializer(lambda v: v)
+    ] = None
+
+
+class OptimConfig(_Section):
+    optimizer: Annotated[Optimizer, Choice] = "adam"
+    lr: Annotated[Float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9  # sgd only
+    scheduler: Annotated[Scheduler, BeforeValidator(_no_schedule)] = "plateau"
+    warmup_iters: Count = 0
+    plateau_patience: Count = 3
+    plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+    poly_power: Annotated[Float, Field(gt=0)] = 0.9
+    min_lr: Annotated[Float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimConfig:
+        if self.warmup_iters and self.scheduler == "plateau":
+            raise _line(
+                f"optim.warmup_iters={self.warmup_iters} is not valid with optim.scheduler "
+                "'plateau': warmup works with the poly, cosine and none schedulers; set it to 0"
+            )
+        if self.min_lr > self.lr:
+            raise _line(
+                f"optim.min_lr={self.min_lr} is not valid: it should be at most optim.lr "
+                f"({self.lr}), the rate the schedule starts from"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: Positive = 40
+    batch_size: Positive = 6
+    accumulate: Positive = 1  # gradient accumulation steps per optimizer step
+    grad_clip: Annotated[Float, Field(gt=0)] | None = None  # max gradient norm; null: none
+    freeze_encoder_iters: Count = 0
+    amp: Annotated[AmpMode, Choice] = "off"
+    device: Annotated[str, AfterValidator(_device)] = "auto"  # auto | cpu | cuda | cuda:N
+    seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
+    key_metric: Annotated[KeyMetric, Choice] = "mIoU"  # what best.pt maximizes
+    log_images: Count = 4  # validation images in the TensorBoard panel
+    log_every: Positive = 20  # optimizer steps between training scalars (loss, lr, images/s)
+    skip_nonfinite: Count = 0  # batches with a NaN/inf loss to skip before stopping
+    cudnn_benchmark: bool = True
+
+
+class Config(_Section):
+    output_dir: Text = "runs/run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        # Runs only once every section is valid, so that plain mistakes are refused without
+        # importing torch, which the option checks below need.
+        _resolve_head(self)
+        _check_model(self.model)
+        _check_loss(self.loss)
+        return self
+
+
+# --------------------------------------------------------------------------- cross checks
+
+
+def _resolve_head(config: Config) -> None:
+    wanted = LOSS_HEADS[config.loss.name]
     if config.model.head is None:
         config.model.head = wanted
-    elif wanted is not None and config.model.head != wanted:
-        raise UserError(
+    elif config.model.head != wanted:
+        raise _line(
             f"model.head '{config.model.head}' does not fit loss.name '{config.loss.name}', "
             f"which trains a {wanted} head: set model.head to {wanted} or null"
         )
-    return config
 
 
-def config_from_dict(values: dict) -> Config:
-    """A Config from nested plain data; unknown keys and wrong types raise UserError."""
-    return _resolve_head(_build(Config, values or {}))
+def _check_model(model: ModelConfig) -> None:
+    from segmentation.models.build import architecture_options
+    from segmentation.models.encoders import ENCODER_ALIASES, ENCODERS
+
+    if model.backbone not in ENCODERS and model.backbone not in ENCODER_ALIASES:
+        raise _line(
+            f"model.backbone={model.backbone!r} is not valid: it should be one of "
+            f"{', '.join([*ENCODERS, *ENCODER_ALIASES])}"
+        )
+    model.options = _checked_options(
+        "model.options", f"arch '{model.arch}'", model.options, architecture_options(model.arch)
+    )
 
 
-def load_config(path: str | Path) -> Config:
-    path = Path(path)
+def _check_loss(loss: LossConfig) -> None:
+    from segmentation.losses import LOSSES, loss_options
+
+    loss.options = _checked_options(
+        "loss.options", f"loss '{loss.name}'", loss.options, loss_options(loss.name)
+    )
+    try:  # the loss checks its own ranges (bce_weight in [0, 1], ...): a tiny one tells now
+        LOSSES[loss.name](2, **loss.options)
+    except UserError as error:
+        raise _line(f"loss.options is not valid for loss '{loss.name}': {error}") from None
+
+
+_OPTION_TYPES = {
+    bool: TypeAdapter(bool),
+    int: TypeAdapter(Int),
+    float: TypeAdapter(Float),
+    str: TypeAdapter(str),
+}
+
+
+def _checked_options(key: str, owner: str, given: dict, defaults: dict) -> dict:
+    """`given` with each value converted to the type of its default; unknown names refused."""
+    unknown = [str(name) for name in given if name not in defaults]
+    if unknown:
+        raise _line(
+            f"{key} has unknown option(s) {', '.join(unknown)} for {owner}: valid options are "
+            f"{', '.join(defaults)}"
+        )
+    checked = {}
+    for name, value in given.items():
+        adapter = _OPTION_TYPES.get(type(defaults[name]))
+        if adapter is None:
+            checked[name] = value
+            continue
+        try:
+            checked[name] = adapter.validate_python(value)
+        except ValidationError as error:
+            reason = _reason_text(error.errors(include_url=False)[0])
+            raise _line(
+                f"{key}.{name}={value!r} is not valid: {reason} (default {defaults[name]!r})"
+            ) from None
+    return checked
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _reason_text(error: dict) -> str:
+    if error["type"] == "config_reason":
+        return error["ctx"]["reason"]
+    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return "it should be a mapping of keys to values"
+    message = error["msg"].removeprefix("Value error, ").replace(" after validation", "")
+    return re.sub(r"^(Input|Tuple|List|Value|String|Dictionary) should", "it should", message)
+
+
+def _given(values: Any, keys: list[str], fallback: Any) -> Any:
+    """The value the user gave at `keys`, before any conversion."""
+    for key in keys:
+        if not isinstance(values, dict) or key not in values:
+            return fallback
+        values = values[key]
+    return values
+
+
+def _one_line(error: ValidationError, values: Any) -> str:
+    """The first problem of `error` as one line: dotted key, value given, what is allowed."""
+    first = error.errors(include_url=False)[0]
+    keys = [part for part in first["loc"] if isinstance(part, str)]
+    key = ".".join(keys)
+    if first["type"] == "config_line":
+        message = first["ctx"]["message"]
+    elif first["type"] == "unknown_keys":
+        where = f" in section '{key}'" if key else ""
+        message = (
+            f"unknown config key(s) {first['ctx']['unknown']}{where}: valid keys are "
+            f"{first['ctx']['valid']}"
+        )
+    else:
+        reason = _reason_text(first)
+        indexes = [part for part in first["loc"] if isinstance(part, int)]
+        if indexes:
+            reason = reason.replace("it should", f"item {indexes[-1] + 1} should", 1)
+        given = _given(values, keys, first["input"])
+        message = f"{key}={given!r} is not valid: {reason}"
+    return " ".join(message.split())
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def config_from_dict(values: dict | None) -> Config:
+    """A Config from nested plain data; unknown keys and wrong values raise UserError."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise UserError(
+            "a config must be a mapping of sections (data, model, ...), "
+            f"not a {type(values).__name__}"
+        )
+    try:
+        return Config.model_validate(values)
+    except ValidationError as error:
+        raise UserError(_one_line(error, values)) from None
+
+
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: see configs/ for examples")
     try:
-        values = yaml.safe_load(path.read_text())
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"config file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise UserError(f"cannot read config file {path}: {error.strerror}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """The Config of a YAML file; any problem with the file or its values raises UserError."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise UserError(f"config file {path} is not valid YAML: {error}".splitlines()[0]) from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if values is not None and not isinstance(values, dict):
-        raise UserError(f"config file {path} must hold a mapping of sections, e.g. 'data:'")
-    return config_from_dict(values or {})
+        raise UserError(
+            f"config file {path} must hold a mapping of sections, e.g. 'data:', "
+            f"not a {type(values).__name__}"
+        )
+    return config_from_dict(values)
+
+
+def _set_dotted(values: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    section = values
+    for depth, parent in enumerate(parents, start=1):
+        # A missing section is made here so that validation names the valid keys.
+        child = section.setdefault(parent, {})
+        if not isinstance(child, dict):
+            above = ".".join(parents[:depth])
+            raise UserError(
+                f"config key '{dotted}' does not exist: {above} holds a value ({child!r}), "
+                f"not keys; set it as {above}=VALUE"
+            )
+        section = child
+    section[last] = value
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A new Config with dotted keys ("train.epochs": 4) replaced; None values are skipped."""
+    """A new Config with dotted keys ("train.epochs": 4) set; a None value sets null."""
     values = config_to_dict(config)
+    if "loss.name" in overrides and "model.head" not in overrides:
+        # The head is the loss's (any other is refused): a new loss brings its own.
+        values["model"]["head"] = None
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section = values
-        *parents, last = dotted.split(".")
-        for parent in parents:
-            section = section[parent]
-        section[last] = value
+        _set_dotted(values, dotted, value)
     return config_from_dict(values)
 
 
 def config_to_dict(config: Config) -> dict:
     """Plain nested data (lists, not tuples), as saved in config.yaml and checkpoints."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: plain(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(item) for item in value]
-        return value
-
-    return plain(dataclasses.asdict(config))
+    return config.model_dump(mode="json")
 
 
 def save_config(config: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def check_amp_device(config: Config) -> None:
+    """fp16 autocast needs a CUDA GPU (bf16 runs on CPUs too): refuse it where none will run.
+
+    Apart from the other checks because the answer depends on this machine, and a checkpoint
+    trained with fp16 must still load on a CPU for evaluation.
+    """
+    train = config.train
+    if train.amp != "fp16" or train.device.startswith("cuda"):
+        return
+    if train.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    raise UserError(
+        f"train.amp='fp16' needs a CUDA GPU (train.device is '{train.device}'"
+        f"{' and none is available' if train.device == 'auto' else ''}): use --amp bf16 on the "
+        "CPU, or --amp off"
+    )

@@ -327,6 +327,17 @@ def loss_head(name: str) -> str:
     return LOSS_HEADS[name]
 
 
+def loss_options(name: str) -> dict[str, object]:
+    """The options a loss takes in `loss.options`, with defaults (class_weights is its own key)."""
+    _check_name(name)
+    signature = inspect.signature(LOSSES[name].__init__)
+    return {
+        key: parameter.default
+        for key, parameter in signature.parameters.items()
+        if key not in ("self", "num_classes", "class_weights")
+    }
+
+
 def build_loss(name: str, num_classes: int, **options) -> nn.Module:
     """The loss `name` ("bce_dice" | "ce") for `num_classes` classes; options as its __init__."""
     _check_name(name)

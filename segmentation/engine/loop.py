@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from segmentation.checkpoint import copy_checkpoint, save_checkpoint
-from segmentation.config import Config, config_to_dict
+from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.loading import progress_bar
 from segmentation.devices import autocast
 from segmentation.engine.distributed import (
@@ -40,7 +40,6 @@ from segmentation.engine.state import (
     Training,
     TrainingInterrupted,
 )
-from segmentation.engine.validate import validate_config
 from segmentation.errors import UserError
 from segmentation.evaluation.loop import evaluate
 from segmentation.metrics import ConfusionMatrix, predictions_from_logits
@@ -50,7 +49,7 @@ from segmentation.models import set_encoder_trainable
 def train(config: Config, *, resume: Path | None = None, init_from: Path | None = None) -> dict:
     """Train as configured (possibly one process of a torchrun job). Returns the last
     validation metrics."""
-    validate_config(config)
+    check_amp_device(config)
     context = setup_distributed(config.train.device)
     try:
         training = build_training(config, context, resume, init_from)

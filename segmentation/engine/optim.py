@@ -7,11 +7,8 @@ import math
 import torch
 from torch import nn
 
-from segmentation.config import OptimConfig
+from segmentation.config import OPTIMIZERS, SCHEDULERS, OptimConfig
 from segmentation.errors import UserError
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("plateau", "poly", "cosine", "none")
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:

@@ -3,7 +3,6 @@ the same optimizer and schedule (which the checkpoint restores)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,8 +38,8 @@ def check_resumable(found: dict, expected: Config, path: Path) -> None:
     """Resuming restores the optimizer and its schedule from the checkpoint, so optimizer
     settings changed since (e.g. --lr) would be silently ignored: refuse them instead."""
     check_compatible(found, expected, path)
-    saved = asdict(config_from_dict(found["config"]).optim)
-    wanted = asdict(expected.optim)
+    saved = config_from_dict(found["config"]).optim.model_dump()
+    wanted = expected.optim.model_dump()
     changed = [
         f"optim.{key}: {saved[key]} -> {wanted[key]}" for key in saved if saved[key] != wanted[key]
     ]
