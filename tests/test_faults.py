@@ -328,6 +328,58 @@ def test_the_next_steps_can_be_copied_when_paths_hold_spaces(
                 assert Path(word).exists(), word
 
 
+NAN_ON_RANK_1 = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from segmentation.engine import setup
+
+real_build_loss = setup.build_loss
+
+
+def build_loss(*args, **kwargs):
+    loss = real_build_loss(*args, **kwargs)
+    if os.environ["RANK"] == "1":
+        forward, calls = loss.forward, []
+
+        def nan_on_the_second_step(logits, target):
+            calls.append(1)
+            value = forward(logits, target)
+            return value * float("nan") if len(calls) == 2 else value
+
+        loss.forward = nan_on_the_second_step
+    return loss
+
+
+setup.build_loss = build_loss
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_ddp_ranks_skip_a_nonfinite_step_together(cityscapes_root, tmp_path, small_config):
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(NAN_ON_RANK_1.format(repo=str(REPO)))
+    run_dir = tmp_path / "run"
+    settings = {"train": {"epochs": 1, "batch_size": 2, "skip_nonfinite": 1}}
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, run_dir, **settings))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+        str(script), "--config", str(config),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=ENV, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the ranks fell out of step: the run hung")
+    assert process.returncode == 0, stderr[-3000:]
+    state = load_checkpoint(run_dir / "last.pt")["state"]
+    # 15 images: 8 per rank, 4 steps of 2; the second was skipped on both ranks.
+    assert state["skipped_batches"] == 1 and state["step"] == 3, state
+
+
 def test_a_nan_loss_stops_naming_the_step_and_saves_nothing(
     cityscapes_root, tmp_path, small_config
 ):

@@ -282,3 +282,17 @@ def test_unet_options_are_the_documented_ones():
         "residual_decoder": False,
         "dropout": 0.2,
     }
+
+
+def test_fpn_checkpoints_that_name_the_classifier_head_still_load():
+    model = build_model("fpn", "resnet18", 3, pyramid_channels=32, segmentation_channels=32)
+    older = {
+        key.replace("classifier.", "head.", 1): torch.full_like(value, 0.5)
+        if key.startswith("classifier.")
+        else value
+        for key, value in model.state_dict().items()
+    }
+    assert "head.weight" in older and "classifier.weight" not in older
+    fresh = build_model("fpn", "resnet18", 3, pyramid_channels=32, segmentation_channels=32)
+    fresh.load_state_dict(older)  # strict: every key accounted for
+    assert torch.equal(fresh.classifier.weight, torch.full_like(fresh.classifier.weight, 0.5))

@@ -99,8 +99,16 @@ class FPN(SegmentationModel):
         self.branches = nn.ModuleList([segmentation_branch(p, s, n) for n in (3, 2, 1, 0)])
         self.merge = merge
         self.dropout = nn.Dropout2d(dropout)
-        self.head = nn.Conv2d(s if merge == "add" else 4 * s, num_classes, kernel_size=1)
+        self.classifier = nn.Conv2d(s if merge == "add" else 4 * s, num_classes, kernel_size=1)
         self.final_upsampling = final_upsampling
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the 1x1 classifier was renamed call it "head".
+        for name in ("weight", "bias"):
+            old = f"{prefix}head.{name}"
+            if old in state_dict:
+                state_dict[f"{prefix}classifier.{name}"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, in_channels, H, W) -> logits (B, num_classes, H, W)."""
@@ -118,7 +126,7 @@ class FPN(SegmentationModel):
             x += s2
         else:
             x = torch.cat([s5, s4, s3, s2], dim=1)
-        logits = self.head(self.dropout(x))  # (B, num_classes, H/4, W/4)
+        logits = self.classifier(self.dropout(x))  # (B, num_classes, H/4, W/4)
         if self.final_upsampling == 1:
             return logits
         return F.interpolate(
