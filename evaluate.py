@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"export directory {args.export_dir} is not empty: choose a new --export-dir "
                 "(old predictions there would be scored too)"
             )
-        trained = load_trained_model(args.checkpoint, resolve_device(args.device))
+        trained = load_trained_model(
+            args.checkpoint, resolve_device(args.device), amp=args.amp, compile=args.compile
+        )
         data_config = trained.config.data
         if args.data_root:
             data_config = data_config.model_copy(update={"root": args.data_root})

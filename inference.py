@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         # The export works on a CPU copy: a render that follows keeps the chosen device.
         only_export = args.export_onnx and not args.input
         trained = load_trained_model(
-            args.checkpoint, resolve_device("cpu" if only_export else args.device)
+            args.checkpoint,
+            resolve_device("cpu" if only_export else args.device),
+            amp="off" if only_export else args.amp,
+            compile=args.compile and not only_export,
         )
         renderer = None
         if args.input:  # options are checked before a long export

@@ -45,6 +45,7 @@ FLAG_KEYS = {
     "workers": "data.workers",
     "seed": "train.seed",
     "amp": "train.amp",
+    "compile": "train.compile",
 }
 
 
@@ -70,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, help="DataLoader workers per process")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--amp", choices=["off", "bf16", "fp16"])
+    parser.add_argument(
+        "--amp",
+        choices=["off", "bf16", "fp16", "auto"],
+        help="mixed precision; auto: bf16 where the device computes it natively",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model (the first steps take longer: they compile)",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -36,7 +36,7 @@ Head = Literal["sigmoid", "softmax"]
 LossName = Literal["bce_dice", "ce"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["plateau", "poly", "cosine", "none"]
-AmpMode = Literal["off", "bf16", "fp16"]
+AmpMode = Literal["off", "bf16", "fp16", "auto"]
 KeyMetric = Literal["mIoU", "mDice", "pixel_accuracy"]
 
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
@@ -261,7 +261,10 @@ class TrainConfig(_Section):
     accumulate: Positive = 1  # gradient accumulation steps per optimizer step
     grad_clip: Annotated[Float, Field(gt=0)] | None = None  # max gradient norm; null: none
     freeze_encoder_iters: Count = 0
+    # auto: bf16 where the device computes it natively (Ampere+ GPUs, CPUs with AMX or
+    # AVX512-BF16), else off; a run's checkpoints record what auto chose.
     amp: Annotated[AmpMode, Choice] = "off"
+    compile: bool = False  # torch.compile the model for training
     device: Annotated[str, AfterValidator(_device)] = "auto"  # auto | cpu | cuda | cuda:N
     seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
     key_metric: Annotated[KeyMetric, Choice] = "mIoU"  # what best.pt maximizes

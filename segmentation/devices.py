@@ -9,6 +9,7 @@ import torch
 from segmentation.errors import UserError
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_CHOICES = ("auto", *AMP_DTYPES)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -34,3 +35,32 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether the device computes bf16 in hardware, and why (for logs and benchmarks).
+
+    CUDA: compute capability 8.0 (Ampere) and newer; `torch.cuda.is_bf16_supported()` also
+    says yes for older GPUs that only emulate it, slower than float32. CPU: AMX or
+    AVX512-BF16 units; without them bf16 is emulated, several times slower than float32.
+    """
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = torch.cuda.get_device_name(device)
+        return major >= 8, f"{name}, compute capability {major}.{minor} (bf16 needs 8.0+)"
+    if device.type == "cpu":
+        amx = torch.cpu._is_amx_tile_supported()
+        avx512_bf16 = torch.cpu._is_avx512_bf16_supported()
+        units = [name for name, has in (("AMX", amx), ("AVX512-BF16", avx512_bf16)) if has]
+        if units:
+            return True, f"CPU with {' and '.join(units)}"
+        return False, "CPU without AMX or AVX512-BF16"
+    return False, f"{device.type} device"
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast mode to run: "auto" is bf16 where the device runs it natively, else off."""
+    if amp != "auto":
+        return amp
+    native, _ = native_bf16(device)
+    return "bf16" if native else "off"

@@ -55,6 +55,8 @@ def render(checkpoint: Path, source, output: Path, *extra) -> int:
     args = ["--checkpoint", checkpoint, "--input", source, "--output", output, *extra]
     if "--workers" not in extra:
         args += ["--workers", "0"]
+    if "--amp" not in extra:  # float32: the references here are computed in float32
+        args += ["--amp", "off"]
     return inference.main([str(arg) for arg in args])
 
 

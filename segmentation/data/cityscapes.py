@@ -51,9 +51,8 @@ def find_cityscapes(
     """Image/label pairs of one split.
 
     annotation: "gtFine" or "gtCoarse" (the only labels of train_extra).
-    cities / exclude_cities: keep only, or drop, these cities (the original project held out train
-    cities
-        ulm, bremen and aachen as its validation set).
+    cities / exclude_cities: keep only, or drop, these cities (the original project held out
+        train cities ulm, bremen and aachen as its validation set).
     skip_missing_labels: drop images without a label file with a warning instead of failing.
     """
     root = Path(root)

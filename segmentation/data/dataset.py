@@ -135,9 +135,21 @@ class FullResolutionDataset(Dataset):
         return item
 
 
-def collate_list(items: list[dict]) -> dict:
-    """Batch as lists: full-resolution images may differ in size (KITTI)."""
-    return {key: [item[key] for item in items] for key in items[0]}
+def collate_size_groups(items: list[dict]) -> list[dict]:
+    """FullResolutionDataset items -> one batch per image size (KITTI's sizes vary), stacked
+    in the worker: the DataLoader then pins the stacked tensors, and their copies to a GPU do
+    not wait."""
+    batches = []
+    for positions in size_groups([item["image"] for item in items]):
+        group = [items[position] for position in positions]
+        batch = {
+            "image": torch.stack([item["image"] for item in group]),
+            "index": [item["index"] for item in group],
+        }
+        if "stored" in group[0]:
+            batch["stored"] = torch.stack([item["stored"] for item in group])
+        batches.append(batch)
+    return batches
 
 
 def size_groups(images: list[torch.Tensor]) -> list[list[int]]:

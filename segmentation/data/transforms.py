@@ -44,10 +44,10 @@ def training_transform(
     color: float = 0.5,
     weather: bool = False,
 ) -> A.Compose:
-    """The original project's augmentations: a random crop of about 0.9 of the frame's side (0.81
-    of its
-    area), resized to height x width; a horizontal flip; one of brightness/contrast or gamma;
-    optionally weather; then normalization. Output: image (H, W, 3) float32, mask (H, W)."""
+    """The original project's augmentations: a random crop of about 0.9 of the frame's side
+    (0.81 of its area), resized to height x width; a horizontal flip; one of brightness/contrast
+    or gamma; optionally weather; then normalization. Output: image (H, W, 3) float32, mask
+    (H, W)."""
     aspect = width / height
     pipeline = [
         A.RandomResizedCrop(

@@ -25,7 +25,7 @@ from torch import nn
 from segmentation.checkpoint import copy_checkpoint, save_checkpoint
 from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.loading import progress_bar
-from segmentation.devices import autocast
+from segmentation.devices import autocast, native_bf16, resolve_amp
 from segmentation.engine.distributed import (
     any_process,
     cleanup_distributed,
@@ -33,7 +33,7 @@ from segmentation.engine.distributed import (
 )
 from segmentation.engine.optim import is_stepped_per_iteration
 from segmentation.engine.run_logger import logger
-from segmentation.engine.setup import build_training
+from segmentation.engine.setup import build_training, wrap_model
 from segmentation.engine.state import (
     NonFiniteLossError,
     StopRequest,
@@ -52,7 +52,7 @@ def train(config: Config, *, resume: Path | None = None, init_from: Path | None 
     check_amp_device(config)
     context = setup_distributed(config.train.device)
     try:
-        training = build_training(config, context, resume, init_from)
+        training = build_training(with_resolved_amp(config, context), context, resume, init_from)
         try:
             return fit(training)
         finally:
@@ -60,6 +60,16 @@ def train(config: Config, *, resume: Path | None = None, init_from: Path | None 
             training.run_directory.release()
     finally:
         cleanup_distributed()
+
+
+def with_resolved_amp(config: Config, context) -> Config:
+    """train.amp "auto" made concrete for this device; the checkpoints record the choice."""
+    amp = resolve_amp(config.train.amp, context.device)
+    if amp == config.train.amp:
+        return config
+    if context.is_main:
+        logger.info("train.amp auto: %s (%s)", amp, native_bf16(context.device)[1])
+    return config.model_copy(update={"train": config.train.model_copy(update={"amp": amp})})
 
 
 def fit(training: Training) -> dict:
@@ -118,6 +128,9 @@ def train_one_epoch(training: Training) -> EpochResult:
     for micro_batches in _groups(training.train_loader, config.accumulate):
         if accumulate_gradients(training, micro_batches, sums):
             optimizer_step(training)
+            if training.compile_pending:
+                training.compile_pending = False
+                logger.info("torch.compile: the first step took %.1f s", sums.elapsed())
         progress.update(len(micro_batches))
         if state.step % config.log_every == 0 and sums.window_samples:
             log_window(training, sums, progress)
@@ -170,6 +183,10 @@ def optimizer_step(training: Training) -> None:
     state.step += 1
     if state.step == config.freeze_encoder_iters:
         set_encoder_trainable(training.bare_model, True)
+        if training.context.enabled:
+            training.model = wrap_model(
+                training.bare_model, training.config, training.context, state
+            )
 
 
 def step_schedule(training: Training, val_loss: float | None = None) -> None:

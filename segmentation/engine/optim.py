@@ -30,8 +30,14 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
             parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused
         )
     if config.optimizer == "sgd":
+        # Fused too: it also spares GradScaler the per-step host read that unfused optimizers
+        # need to skip a step with inf/NaN gradients under fp16.
         return torch.optim.SGD(
-            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            parameters,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            fused=fused,
         )
     raise UserError(f"unknown optimizer '{config.optimizer}': use one of {', '.join(OPTIMIZERS)}")
 
@@ -39,10 +45,9 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: OptimConfig, total_iters: int
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
-    """ "plateau" (the original project's: divide the rate when the validation loss stalls, stepped
-    once an
-    epoch) or a per-iteration schedule: "poly", "cosine" or constant "none", each after an
-    optional linear warmup over `warmup_iters`."""
+    """ "plateau" (the original project's: divide the rate when the validation loss stalls,
+    stepped once an epoch) or a per-iteration schedule: "poly", "cosine" or constant "none",
+    each after an optional linear warmup over `warmup_iters`."""
     if config.scheduler not in SCHEDULERS:
         raise UserError(
             f"unknown scheduler '{config.scheduler}': use one of {', '.join(SCHEDULERS)}"

@@ -172,20 +172,32 @@ def restore_state(training: Training, checkpoint: dict) -> None:
         torch.cuda.set_rng_state(rng["cuda"], training.device)
 
 
-def wrap_distributed(model: nn.Module, config: Config, context: DistributedContext) -> nn.Module:
-    """DistributedDataParallel (with SyncBatchNorm if asked) in a multi-process job."""
-    if not context.enabled:
+def convert_sync_batchnorm(model: nn.Module, config: Config, context: DistributedContext):
+    """SyncBatchNorm in a multi-GPU job if asked (the parameters stay the same objects)."""
+    if not (context.enabled and config.model.sync_batchnorm):
         return model
-    if config.model.sync_batchnorm and context.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif config.model.sync_batchnorm and context.is_main:
+    if context.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if context.is_main:
         logger.warning("model.sync_batchnorm needs CUDA: plain BatchNorm on the CPU")
-    return nn.parallel.DistributedDataParallel(
-        model,
-        device_ids=[context.device.index] if context.device.type == "cuda" else None,
-        # Parameters frozen for a while get no gradient; DDP must not wait for them.
-        find_unused_parameters=config.train.freeze_encoder_iters > 0,
-    )
+    return model
+
+
+def wrap_model(
+    model: nn.Module, config: Config, context: DistributedContext, state: TrainState
+) -> nn.Module:
+    """What the loop calls: DistributedDataParallel in a multi-process job, compiled if asked.
+    The loop wraps again when the encoder is unfrozen: only frozen parameters make DDP look
+    for parameters without gradients, a search that costs every step."""
+    if context.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[context.device.index] if context.device.type == "cuda" else None,
+            find_unused_parameters=state.step < config.train.freeze_encoder_iters,
+        )
+    if config.train.compile:
+        model = torch.compile(model)
+    return model
 
 
 def build_training(
@@ -224,7 +236,9 @@ def build_training(
     )
     if start.resume is not None:
         restore_state(training, start.resume)
-    training.model = wrap_distributed(training.model, config, context)
+    training.model = convert_sync_batchnorm(training.model, config, context)
+    training.model = wrap_model(training.model, config, context, training.state)
+    training.compile_pending = config.train.compile
     # TensorBoard drops events past the starting step: those of a crashed run after its last
     # checkpoint, or of a failed start in this folder.
     purge_step = training.state.step if start.resume is not None else None

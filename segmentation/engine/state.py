@@ -62,11 +62,14 @@ class Training:
     stop: StopRequest = field(default_factory=StopRequest)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
     run_directory: RunDirectory | None = None
+    compile_pending: bool = False  # the first step of a compiled model is still to come
 
     @property
     def bare_model(self) -> nn.Module:
-        """The model without its DDP wrapper: what checkpoints hold and validation runs."""
-        return getattr(self.model, "module", self.model)
+        """The model without its torch.compile and DDP wrappers: what checkpoints hold (plain
+        state_dict keys) and validation runs."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        return getattr(model, "module", model)
 
     @property
     def device(self) -> torch.device:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmentation.data.dataset import FullResolutionDataset, Sample, collate_list, size_groups
+from segmentation.data.dataset import FullResolutionDataset, Sample, collate_size_groups
 from segmentation.data.io import write_png
 from segmentation.data.loading import make_loader
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
@@ -74,13 +74,13 @@ class Evaluator:
             batch_size=options.batch_size,
             workers=options.workers,
             device=self.trained.device,
-            collate_fn=collate_list,
+            collate_fn=collate_size_groups,
         )
-        groups = (group for batch in loader for group in _same_size_groups(batch))
+        groups = (group for batches in loader for group in batches)
 
-        def predict(group: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-            images, stored, indices = group
-            return self._score(images, stored, [samples[i] for i in indices])
+        def predict(group: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            chosen = [samples[index] for index in group["index"]]
+            return self._score(group["image"], group["stored"], chosen)
 
         evaluate(predict, groups, self.matrix, total=len(samples))
         return self._results(len(samples))
@@ -132,6 +132,7 @@ class Evaluator:
             "checkpoint": str(self.trained.checkpoint),
             "images": num_images,
             "tta": self.options.prediction.tta,
+            "amp": self.trained.amp,
             **scores,
         }
         if self.cityscapes is not None:
@@ -161,11 +162,3 @@ class Evaluator:
         results["pixel_accuracy"] = none_if_nan(
             rows[:, ids].trace() / total if total else float("nan")
         )
-
-
-def _same_size_groups(batch: dict):
-    """Split a list batch into stacked groups of equal image size."""
-    for positions in size_groups(batch["image"]):
-        images = torch.stack([batch["image"][p] for p in positions])
-        stored = torch.stack([batch["stored"][p] for p in positions])
-        yield images, stored, [batch["index"][p] for p in positions]

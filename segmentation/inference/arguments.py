@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segmentation.devices import AMP_CHOICES
 from segmentation.errors import UserError
 from segmentation.inference.predict import MERGES, TTA_MODES, PredictionOptions, parse_scales
 
@@ -30,6 +31,15 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, *, batch_size: int
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--amp",
+        choices=AMP_CHOICES,
+        default="auto",
+        help="autocast precision; auto (default): bf16 where the device computes it natively",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (pays off on long runs)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 

@@ -12,6 +12,7 @@ from segmentation.checkpoint import load_checkpoint
 from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
+from segmentation.devices import autocast, resolve_amp
 from segmentation.errors import UserError
 from segmentation.inference.predict import (
     PredictionOptions,
@@ -36,6 +37,8 @@ class TrainedModel:
     divisor: int  # input sides must be multiples of it
     checkpoint: Path
     device: torch.device
+    amp: str = "off"  # the autocast mode the forward runs in: off | bf16 | fp16
+    compiled: nn.Module | None = None  # torch.compile of `model`, when asked for
     _scale: torch.Tensor | None = field(default=None, init=False, repr=False)
     _shift: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -56,6 +59,12 @@ class TrainedModel:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of normalized images, in the chosen precision (probabilities are computed
+        from them in float32)."""
+        with autocast(self.device, self.amp):
+            return (self.compiled or self.model)(images)
+
     def predict(
         self, images: torch.Tensor, options: PredictionOptions = DEFAULT_PREDICTION
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +72,7 @@ class TrainedModel:
         (B, C, H, W), on the model's device at the images' size (see predict_probabilities);
         with options.drop_clusters the maps are cleaned of regions under N x N pixels."""
         probs = predict_probabilities(
-            self.model,
+            self.forward,
             self.normalize(images),
             self.head,
             base_size=self.image_size,
@@ -80,8 +89,12 @@ class TrainedModel:
         return classes, probs
 
 
-def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
-    """Rebuild the model of a checkpoint written by train.py."""
+def load_trained_model(
+    path: Path, device: torch.device, *, amp: str = "off", compile: bool = False
+) -> TrainedModel:
+    """Rebuild the model of a checkpoint written by train.py, for inference on `device` in the
+    autocast mode `amp` (off | bf16 | fp16 | auto: bf16 where the device computes it natively),
+    compiled with torch.compile if asked."""
     state = load_checkpoint(path)
     config = config_from_dict(state["config"])
     scheme = scheme_for(config.data)
@@ -90,11 +103,17 @@ def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
             f"checkpoint {path} names classes {state['class_names']} but its config gives "
             f"{list(scheme.class_names)}: the file is inconsistent, use another checkpoint"
         )
+    amp = resolve_amp(amp, device)
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs a CUDA GPU: use --amp bf16 or off on the CPU")
     model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        # Frames of one size, over and over: cudnn's timed choice of kernels pays off.
+        torch.backends.cudnn.benchmark = True
     mean, std = encoder_normalization(config.model.backbone)
     return TrainedModel(
         model=model,
@@ -106,4 +125,6 @@ def load_trained_model(path: Path, device: torch.device) -> TrainedModel:
         divisor=required_input_multiple(config.model.arch),
         checkpoint=Path(path),
         device=device,
+        amp=amp,
+        compiled=torch.compile(model) if compile else None,
     )

@@ -9,7 +9,7 @@ scheme and head merges and argmaxes the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -107,9 +107,8 @@ def predict_in_windows(
 
 class ViewMerger:
     """Merges per-view probabilities (B, C, H, W) as they come, holding one running sum: the
-    mean over the views (not over the batch, as the original project did), the geometric mean, or
-    the mean
-    of p ** power ("tsharpen")."""
+    mean over the views (not over the batch, as the original project did), the geometric mean,
+    or the mean of p ** power ("tsharpen")."""
 
     def __init__(self, merge: str, power: float = 0.5) -> None:
         if merge not in MERGES:
@@ -143,7 +142,7 @@ def parse_scales(text: str) -> list[float]:
 
 @torch.no_grad()
 def predict_probabilities(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     head: str,
     *,
@@ -186,9 +185,8 @@ def predict_probabilities(
 def drop_small_clusters(
     classes: np.ndarray, probs: np.ndarray, min_side: int, ignore: Sequence[int] = ()
 ) -> np.ndarray:
-    """The original project's clean-up: connected regions of a class smaller than min_side x
-    min_side
-    pixels take the next most probable class instead.
+    """The original project's clean-up: connected regions of a class smaller than
+    min_side x min_side pixels take the next most probable class instead.
 
     classes (H, W) int class map; probs (C, H, W) float probabilities; returns a new map.
     """

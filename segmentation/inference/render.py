@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmentation.data.dataset import size_groups
+from segmentation.data.dataset import collate_size_groups
 from segmentation.data.frames import (
     Frame,
     FrameFiles,
@@ -75,18 +75,12 @@ def _video_frames(video: Path) -> list[Frame]:
 
 
 def collate_frames(items: list[dict]) -> dict:
-    """Decoded frames -> {"groups": [{"indices": [...], "images": (B, 3, H, W) uint8}],
+    """Decoded frames -> {"groups": [{"index": [...], "image": (B, 3, H, W) uint8}],
     "errors": [(index, message)]}: frames of one size stacked, in the worker."""
-    readable = [item for item in items if item["image"] is not None]
-    groups = [
-        {
-            "indices": [readable[p]["index"] for p in positions],
-            "images": torch.stack([readable[p]["image"] for p in positions]),
-        }
-        for positions in size_groups([item["image"] for item in readable])
-    ]
+    readable = [{"image": item["image"], "index": item["index"]} for item in items]
+    readable = [item for item in readable if item["image"] is not None]
     errors = [(item["index"], item["error"]) for item in items if item["image"] is None]
-    return {"groups": groups, "errors": errors}
+    return {"groups": collate_size_groups(readable), "errors": errors}
 
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:
@@ -133,9 +127,15 @@ def _to_host(classes: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | No
         return classes.cpu(), None
     host = torch.empty(classes.shape, dtype=classes.dtype, pin_memory=True)
     host.copy_(classes, non_blocking=True)
+    return host, copy_finished_event(classes.device)
+
+
+def copy_finished_event(device: torch.device) -> torch.cuda.Event:
+    """An event after the work queued so far on `device`'s current stream, where a copy from
+    that device runs: not on the current device's, which is another GPU with --device cuda:1."""
     ready = torch.cuda.Event()
-    ready.record()
-    return host, ready
+    ready.record(torch.cuda.current_stream(device))
+    return ready
 
 
 class Renderer:
@@ -219,14 +219,14 @@ class Renderer:
                 for index, error in batch["errors"]:
                     report.unreadable.append(f"{frame_at(index).name}: {error}")
                 for group in batch["groups"]:
-                    classes, ready = self._predict(group["images"])
-                    for image, class_map, index in zip(group["images"], classes, group["indices"]):
+                    classes, ready = self._predict(group["image"])
+                    for image, class_map, index in zip(group["image"], classes, group["index"]):
                         paths = output_paths(output, frame_at(index), options.save)
                         write = (image, class_map, ready, paths, options.save)
                         style = (self.trained.scheme, options.alpha)
                         pending.append(pool.submit(_write_outputs, *write, *style))
-                    report.rendered += len(group["indices"])
-                count = len(batch["errors"]) + sum(len(g["indices"]) for g in batch["groups"])
+                    report.rendered += len(group["index"])
+                count = len(batch["errors"]) + sum(len(g["index"]) for g in batch["groups"])
                 decoded += count
                 progress.update(count)
                 # Bound the backlog of frames waiting to be written.

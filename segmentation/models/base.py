@@ -47,9 +47,8 @@ class SegmentationModel(nn.Module):
         check_positive_int("in_channels", in_channels)
         self.in_channels = in_channels
         # The original project's "channel tuner": a learned 1x1 map from any number of input
-        # channels to
-        # the 3 the pretrained encoder expects. Absent for RGB, so the original project's counts
-        # hold.
+        # channels to the 3 the pretrained encoder expects. Absent for RGB, so the original
+        # project's parameter counts hold.
         self.channel_tuner = nn.Conv2d(in_channels, 3, kernel_size=1) if in_channels != 3 else None
         self.encoder = ResNetEncoder(backbone)
         self.encoder_frozen = False

@@ -49,9 +49,8 @@ class FPN(SegmentationModel):
 
     Options:
         pyramid_channels: width of the top-down pyramid p5..p2 (original project: 256).
-        segmentation_channels: width of each segmentation branch (original project: 128; a multiple
-        of 32
-            for GroupNorm(32)).
+        segmentation_channels: width of each segmentation branch (original project: 128; a
+            multiple of 32 for GroupNorm(32)).
         merge: "add" sums the four branches; "cat" concatenates them (4x the channels).
         dropout: Dropout2d probability after the merge (seed and smp: 0.2).
         final_upsampling: 4 returns logits at the input size; 1 at stride 4.

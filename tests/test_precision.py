@@ -1,0 +1,156 @@
+"""Mixed precision and torch.compile: `auto` resolution, bf16 inference agreeing with float32,
+and compiled training agreeing with eager training, with plain checkpoints either way."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import evaluate
+import inference
+import train
+from segmentation.checkpoint import load_checkpoint
+from segmentation.devices import native_bf16, resolve_amp
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def fake_cpu(monkeypatch, *, amx: bool, avx512_bf16: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+def test_auto_is_float32_on_a_cpu_without_bf16_units(monkeypatch):
+    cpu = torch.device("cpu")
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False)
+    assert resolve_amp("auto", cpu) == "off"
+    assert "without AMX or AVX512-BF16" in native_bf16(cpu)[1]
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=True)
+    assert resolve_amp("auto", cpu) == "bf16"
+    fake_cpu(monkeypatch, amx=True, avx512_bf16=False)
+    assert resolve_amp("auto", cpu) == "bf16"
+    assert resolve_amp("off", cpu) == "off" and resolve_amp("bf16", cpu) == "bf16"
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "off"), ((8, 0), "bf16")])
+def test_auto_on_cuda_needs_compute_capability_8(monkeypatch, capability, expected):
+    # is_bf16_supported() says yes on a T4 (7.5) too, through emulation: not what auto asks.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_amp("auto", torch.device("cuda", 0)) == expected
+
+
+def test_training_auto_records_what_it_chose(monkeypatch, cityscapes_root, tmp_path, small_config):
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False)
+    config = small_config(cityscapes_root, tmp_path / "run", train={"amp": "auto"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train.main(["--config", str(path)]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["train"]["amp"] == "off"
+
+
+def label_ids(folder: Path) -> dict[str, np.ndarray]:
+    import cv2
+
+    return {
+        path.name: cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        for path in sorted(folder.rglob("*_labelIds.png"))
+    }
+
+
+@pytest.fixture(scope="module")
+def decided_checkpoint(cityscapes_root, tmp_path_factory, small_config) -> Path:
+    """A model trained long enough to be decided about most pixels: a one-step model's
+    near-ties would flip under any change of rounding, which says nothing about bf16."""
+    run_dir = tmp_path_factory.mktemp("decided") / "run"
+    config = small_config(
+        cityscapes_root,
+        run_dir,
+        loss={"name": "ce"},
+        optim={"optimizer": "adam", "lr": 0.003, "scheduler": "none"},
+        train={"epochs": 12, "batch_size": 5, "log_images": 0},
+    )
+    config["data"]["labels"] = "classes"
+    config["model"]["channels_last"] = False
+    path = run_dir.parent / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train.main(["--config", str(path)]) == 0
+    return run_dir / "last.pt"
+
+
+def test_bf16_evaluation_agrees_with_float32(decided_checkpoint, tmp_path):
+    checkpoint = decided_checkpoint
+    scores, maps = {}, {}
+    for amp in ("off", "bf16"):
+        out = tmp_path / amp
+        args = ["--checkpoint", checkpoint, "--workers", "0", "--amp", amp]
+        args += ["--export-dir", out / "export", "--output-json", out / "scores.json"]
+        assert evaluate.main([str(arg) for arg in args]) == 0
+        scores[amp] = json.loads((out / "scores.json").read_text())
+        maps[amp] = label_ids(out / "export")
+    assert scores["bf16"]["amp"] == "bf16" and scores["off"]["amp"] == "off"
+    assert maps["off"].keys() == maps["bf16"].keys() and maps["off"]
+    same = sum(int((maps["off"][k] == maps["bf16"][k]).sum()) for k in maps["off"])
+    total = sum(m.size for m in maps["off"].values())
+    assert same / total >= 0.995, f"{same / total:.4f} of the pixels agree"
+    assert abs(scores["bf16"]["mIoU"] - scores["off"]["mIoU"]) <= 0.005
+
+
+def test_bf16_inference_agrees_with_float32(decided_checkpoint, cityscapes_root, tmp_path):
+    checkpoint = decided_checkpoint
+    frames = cityscapes_root / "leftImg8bit" / "demoVideo" / "stuttgart_00"
+    maps = {}
+    for amp in ("off", "bf16"):
+        out = tmp_path / amp
+        args = ["--checkpoint", checkpoint, "--input", frames, "--output", out]
+        args += ["--save", "labelIds", "--workers", "0", "--amp", amp]
+        assert inference.main([str(arg) for arg in args]) == 0
+        maps[amp] = label_ids(out)
+    assert len(maps["off"]) == 4
+    same = sum(int((maps["off"][k] == maps["bf16"][k]).sum()) for k in maps["off"])
+    total = sum(m.size for m in maps["off"].values())
+    assert same / total >= 0.995, f"{same / total:.4f} of the pixels agree"
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(
+    cityscapes_root, tmp_path, small_config
+):
+    # One optimizer step over the 6 val images: compiled and eager start from the same seed.
+    settings = {"data": {"train_split": "val"}, "train": {"batch_size": 6, "log_images": 0}}
+    runs = {}
+    for mode in ("eager", "compiled"):
+        config = small_config(cityscapes_root, tmp_path / mode, **settings)
+        config["optim"] = {"optimizer": "sgd", "momentum": 0.0, "lr": 0.01}
+        config["model"]["channels_last"] = False
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        extra = ["--compile"] if mode == "compiled" else []
+        assert train.main(["--config", str(path), *extra]) == 0
+        runs[mode] = load_checkpoint(tmp_path / mode / "last.pt")
+    eager, compiled = runs["eager"]["model"], runs["compiled"]["model"]
+    assert list(compiled) == list(eager)  # plain keys: no "_orig_mod." prefix
+    for key, value in eager.items():
+        torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-4, msg=key)
+    assert runs["compiled"]["config"]["train"]["compile"] is True
+    # A compiled run's checkpoint resumes eagerly, and seeds a new run with --init-from.
+    last = tmp_path / "compiled" / "last.pt"
+    assert train.main(["--resume", str(last), "--epochs", "2", "--set", "train.compile=false"]) == 0
+    assert load_checkpoint(last)["state"]["epoch"] == 2
+    config_path = tmp_path / "eager.yaml"
+    assert (
+        train.main(
+            [
+                "--config",
+                str(config_path),
+                "--output-dir",
+                str(tmp_path / "init"),
+                "--init-from",
+                str(last),
+            ]
+        )
+        == 0
+    )
