@@ -45,7 +45,7 @@ from segmentation.config import config_from_dict, config_to_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.frames import find_frames
 from segmentation.data.io import read_rgb, write_png
-from segmentation.devices import resolve_device
+from segmentation.devices import native_bf16, resolve_device
 from segmentation.inference.model import TrainedModel, load_trained_model
 from segmentation.inference.predict import ViewMerger, probabilities_from_logits
 from segmentation.inference.render import Renderer, RenderOptions
@@ -54,6 +54,7 @@ from segmentation.sample import generate_cityscapes
 from segmentation.visualize import overlay
 
 TARGET = ">= 0.85"
+BF16_SPEEDUP_TARGET = ">= 2.0"  # where the device computes bf16 natively
 SEQUENCES = 3  # generate_cityscapes writes this many demo video sequences
 
 
@@ -127,7 +128,7 @@ def bare_forward(trained: TrainedModel, frames: list[torch.Tensor], batch_size: 
     def run(count: int | None = None) -> None:
         with torch.inference_mode():
             for batch in batches[:count]:
-                trained.model(batch)
+                trained.forward(batch)  # the model in the TrainedModel's autocast mode
 
     return run
 
@@ -205,14 +206,15 @@ def run(args: argparse.Namespace) -> dict:
         workers=args.workers,
         overwrite=True,
     )
-    cpu: dict[str, list[float]] = {"renderer": [], "bare": []}
+    cpu: dict[str, list[float]] = {}
     predict_seconds: list[float] = []
+    bf16, bf16_why = native_bf16(device)
 
     def with_cpu(name: str, function: Callable[[], object]) -> Callable[[], None]:
         def measured() -> None:
             start = all_cpu_seconds()
             function()
-            cpu[name].append(all_cpu_seconds() - start)
+            cpu.setdefault(name, []).append(all_cpu_seconds() - start)
 
         return measured
 
@@ -220,25 +222,29 @@ def run(args: argparse.Namespace) -> dict:
         folder = Path(name)
         pattern = make_frames(folder, size, args.frames)
         paths = [frame.path for frame in find_frames(pattern)]
-        trained = load_trained_model(make_checkpoint(args, size, folder / "model.pt"), device)
+        checkpoint = make_checkpoint(args, size, folder / "model.pt")
         frames = [torch.from_numpy(read_rgb(p).transpose(2, 0, 1).copy()) for p in paths]
-        bare = bare_forward(trained, frames, args.batch_size)
-        bare(1)  # warm up the model (kernel choices, allocator) once for both sides
-        renderer = Renderer(trained, options)
-        spent: list[float] = []
-        timing_predict(renderer, spent)
-
-        def render() -> None:
-            spent.clear()
-            renderer.run(pattern, folder / "renders")
-            predict_seconds.append(sum(spent))
-
-        sides = {"renderer": with_cpu("renderer", render), "bare": with_cpu("bare", bare)}
+        sides = {}
+        for precision in ("off", "bf16") if bf16 else ("off",):
+            trained = load_trained_model(checkpoint, device, amp=precision)
+            suffix = "" if precision == "off" else "_bf16"
+            bare = bare_forward(trained, frames, args.batch_size)
+            bare(1)  # warm up the model (kernel choices, allocator) once for both sides
+            spent = predict_seconds if precision == "off" else []  # the float32 breakdown
+            render = renderer_run(Renderer(trained, options), pattern, folder, spent)
+            sides[f"renderer{suffix}"] = with_cpu(f"renderer{suffix}", render)
+            sides[f"bare{suffix}"] = with_cpu(f"bare{suffix}", bare)
         seconds = interleave(sides, args.rounds, device, warmup=0, clock="wall")
         sample = paths[: 3 if args.quick else 6]
-        stages = stage_breakdown(trained, sample, options, folder / "stages")
+        stages = stage_breakdown(
+            load_trained_model(checkpoint, device), sample, options, folder / "stages"
+        )
     rows = result_rows(args, len(paths), seconds, cpu if device.type == "cpu" else None)
+    rows += bf16_rows(args, len(paths), seconds) if bf16 else []
+    if not bf16:
+        print(f"bf16 rows skipped: {bf16_why} (bf16 would be emulated, slower than float32)\n")
     details = {
+        "bf16": bf16_why,
         "seconds": seconds,
         "cpu_seconds": cpu,
         "renderer_seconds_in_predict": predict_seconds,
@@ -252,6 +258,43 @@ def run(args: argparse.Namespace) -> dict:
     }
     print_stages(stages, per_frame)
     return record
+
+
+def renderer_run(renderer: Renderer, pattern: str, folder: Path, predict_seconds: list):
+    """One run of the Renderer over the frames, recording its time in _predict."""
+    spent: list[float] = []
+    timing_predict(renderer, spent)
+
+    def render() -> None:
+        spent.clear()
+        renderer.run(pattern, folder / "renders")
+        predict_seconds.append(sum(spent))
+
+    return render
+
+
+def bf16_rows(args, count: int, seconds: dict) -> list[Result]:
+    """inference.py in bf16 autocast against float32, and against a bare bf16 forward."""
+    model = f"{args.arch.upper()}-{args.backbone}"
+    label = f"inference {model} {args.size} b{args.batch_size} bf16"
+    rows = []
+    for reference, what, target in (
+        ("renderer", "Renderer --amp bf16 vs --amp off", BF16_SPEEDUP_TARGET),
+        ("bare_bf16", "Renderer vs bare forward, both bf16", TARGET),
+    ):
+        low, high = ratio_spread(seconds[reference], seconds["renderer_bf16"])
+        rows.append(
+            Result(
+                f"{label}: {what}",
+                count / statistics.median(seconds["renderer_bf16"]),
+                count / statistics.median(seconds[reference]),
+                "frames/s",
+                target,
+                note=f"wall clock; per-round ratio {low:.3f}..{high:.3f}",
+                paired=paired_ratio(seconds[reference], seconds["renderer_bf16"]),
+            )
+        )
+    return rows
 
 
 def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Result]:

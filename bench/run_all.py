@@ -37,6 +37,7 @@ BENCHMARKS = {
     "inference": "bench_inference.py",
     "metrics": "bench_metrics.py",
     "memory": "bench_memory.py",
+    "compile": "bench_compile.py",
 }
 
 
