@@ -154,3 +154,13 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(
         )
         == 0
     )
+
+
+def test_compiled_evaluation_gives_the_eager_scores(decided_checkpoint, tmp_path):
+    scores = {}
+    for mode, extra in (("eager", []), ("compiled", ["--compile"])):
+        output = tmp_path / f"{mode}.json"
+        args = ["--checkpoint", decided_checkpoint, "--workers", "0", "--amp", "off"]
+        assert evaluate.main([str(a) for a in [*args, "--output-json", output, *extra]]) == 0
+        scores[mode] = json.loads(output.read_text())
+    assert scores["compiled"]["mIoU"] == pytest.approx(scores["eager"]["mIoU"], abs=1e-4)

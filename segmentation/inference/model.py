@@ -63,7 +63,8 @@ class TrainedModel:
         """Logits of normalized images, in the chosen precision (probabilities are computed
         from them in float32)."""
         with autocast(self.device, self.amp):
-            return (self.compiled or self.model)(images)
+            model = self.model if self.compiled is None else self.compiled
+            return model(images)
 
     def predict(
         self, images: torch.Tensor, options: PredictionOptions = DEFAULT_PREDICTION
