@@ -294,3 +294,13 @@ def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpo
     for script, args, fragments in cases:
         assert_one_line_error(run_script(script, *args), *fragments)
     assert (export / "keep.png").read_text() == "mine"
+
+
+# --- files, outputs and messages ---
+
+
+def test_label_schemes_do_not_combine_with_label_names(cityscapes_root, tmp_path, small_config):
+    config = write_yaml(tmp_path / "c.yaml", small_config(cityscapes_root, tmp_path / "run"))
+    result = run_script("train.py", "--config", config, "--labels", "categories,road")
+    assert_one_line_error(result, "'categories'", "cannot be combined with label names", "road")
+    assert "unknown" not in result.stderr
