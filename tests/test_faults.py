@@ -6,6 +6,7 @@ message and that no file was lost.
 
 import errno
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -297,6 +298,54 @@ def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpo
 
 
 # --- files, outputs and messages ---
+
+
+@pytest.mark.parametrize("scales", ["nan", "1,inf"])
+def test_scales_must_be_finite_numbers(scales, checkpoint, cityscapes_root, tmp_path):
+    frames = cityscapes_root / "leftImg8bit" / "val" / "lindau"
+    for script, args in [
+        ("evaluate.py", []),
+        ("inference.py", ["--input", frames, "--output", tmp_path / "out"]),
+    ]:
+        common = ["--checkpoint", checkpoint, "--tta", "multiscale", "--scales", scales]
+        assert_one_line_error(run_script(script, *common, *args), "--scales", scales)
+    assert not (tmp_path / "out").exists()
+
+
+def tiny_files() -> None:
+    """In the child: writes past 4 KiB fail with EFBIG, as on a full disk (no SIGXFSZ kill)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+def test_inference_on_a_full_disk_is_one_line(checkpoint, cityscapes_root, tmp_path):
+    output = tmp_path / "out"
+    command = [
+        sys.executable,
+        str(REPO / "inference.py"),
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(cityscapes_root / "leftImg8bit" / "val" / "lindau"),
+        "--output",
+        str(output),
+        "--workers",
+        "0",
+    ]
+    result = subprocess.run(
+        command,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        preexec_fn=tiny_files,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write"), lines
+    assert "File too large" in lines[0]
+    assert list(output.iterdir()) == []
 
 
 def test_label_schemes_do_not_combine_with_label_names(cityscapes_root, tmp_path, small_config):
