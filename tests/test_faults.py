@@ -5,6 +5,7 @@ message and that no file was lost.
 """
 
 import errno
+import json
 import os
 import resource
 import shutil
@@ -298,6 +299,45 @@ def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpo
 
 
 # --- files, outputs and messages ---
+
+
+def copy_of(root: Path, tmp_path: Path) -> Path:
+    """A private copy of a session dataset, to break files in."""
+    return Path(shutil.copytree(root, tmp_path / "data"))
+
+
+def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    last = Path(shutil.copy(checkpoint, run_dir / "last.pt"))
+    best = Path(shutil.copy(checkpoint, run_dir / "best.pt"))
+    before = last.read_bytes()
+    scores = tmp_path / "scores.json"
+    scores.write_text("old scores")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cases = [
+        (["--output-json", best], ["best.pt already exists", "--overwrite"]),
+        (["--output-json", last], ["is the checkpoint"]),
+        (["--output-json", last, "--overwrite"], ["is the checkpoint"]),
+        (["--output-json", scores], ["scores.json already exists", "--overwrite"]),
+        (["--output-json", run_dir], ["is a folder", "--output-json"]),
+        (["--output-json", blocker / "s.json"], ["cannot write", "--output-json"]),
+        (["--export-dir", blocker / "preds"], ["cannot create", "--export-dir"]),
+    ]
+    for args, fragments in cases:
+        result = run_script("evaluate.py", "--checkpoint", last, "--workers", 0, *args)
+        assert_one_line_error(result, *fragments)
+        assert result.stdout == "", "refused only after scoring"
+    assert last.read_bytes() == before and best.read_bytes() == before
+    assert scores.read_text() == "old scores"
+    assert sorted(path.name for path in run_dir.iterdir()) == ["best.pt", "last.pt"]
+
+    args = ["--checkpoint", last, "--workers", 0, "--output-json", scores, "--overwrite"]
+    result = run_script("evaluate.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(scores.read_text())["images"] == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "run", "scores.json"]
 
 
 @pytest.mark.parametrize("scales", ["nan", "1,inf"])
