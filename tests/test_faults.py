@@ -15,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
 
 import train
 from segmentation.checkpoint import load_checkpoint
+from segmentation.errors import UserError
 from segmentation.sample import generate_cityscapes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,6 +341,107 @@ def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tm
     assert result.returncode == 0, result.stderr
     assert json.loads(scores.read_text())["images"] == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "run", "scores.json"]
+
+
+def test_a_corrupt_validation_file_stops_training_before_the_first_step(
+    cityscapes_root, tmp_path, small_config
+):
+    data = copy_of(cityscapes_root, tmp_path)
+    broken = sorted((data / "leftImg8bit" / "val").glob("*/*.png"))[-1]
+    broken.write_bytes(b"")
+    config = write_yaml(tmp_path / "c.yaml", small_config(data, tmp_path / "run"))
+    result = run_script("train.py", "--config", config)
+    assert_one_line_error(result, str(broken), "is empty")
+    assert not (tmp_path / "run").exists()
+
+
+def write_pair(folder: Path, image: np.ndarray, label: np.ndarray, label_suffix=".png"):
+    from segmentation.data.dataset import Sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image_path, label_path = folder / "x_image.png", folder / f"x_label{label_suffix}"
+    cv2.imwrite(str(image_path), image)
+    cv2.imwrite(str(label_path), label)
+    return Sample(image_path, label_path, "x", "group")
+
+
+def header_cases(tmp: Path) -> dict:
+    """name -> (dataset, samples, fragments of the error; None: accepted)."""
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
+    ids = np.full((40, 60), 7, np.uint8)
+    rgb = np.dstack([ids] * 3)
+    cases = {
+        "good cityscapes": ("cityscapes", write_pair(tmp / "a", image, ids), None),
+        "good kitti": ("kitti", write_pair(tmp / "b", image, rgb), None),
+        "label of another size": (
+            "cityscapes",
+            write_pair(tmp / "c", image, ids[:30]),
+            ["x_label.png is 60x30", "x_image.png is 60x40"],
+        ),
+        "rgb cityscapes label": (
+            "cityscapes",
+            write_pair(tmp / "d", image, rgb),
+            ["x_label.png", "single-channel 8-bit"],
+        ),
+        "16-bit cityscapes label": (
+            "cityscapes",
+            write_pair(tmp / "e", image, ids.astype(np.uint16)),
+            ["x_label.png", "single-channel 8-bit"],
+        ),
+        "grey kitti label": (
+            "kitti",
+            write_pair(tmp / "f", image, ids),
+            ["x_label.png", "RGB"],
+        ),
+        "jpeg label": (
+            "cityscapes",
+            write_pair(tmp / "g", image, ids, label_suffix=".jpg"),
+            ["x_label.jpg", "JPEG", "not a PNG"],
+        ),
+    }
+    # An image that is a JPEG is fine; its size comes from the SOF marker.
+    jpeg_image = write_pair(tmp / "h", image, ids[:, :50])
+    cv2.imwrite(str(jpeg_image.image_path.with_suffix(".jpg")), image)
+    jpeg_image.image_path.with_suffix(".jpg").replace(jpeg_image.image_path)
+    cases["jpeg image of another size"] = ("cityscapes", jpeg_image, ["is 50x40", "is 60x40"])
+    truncated = write_pair(tmp / "i", image, ids)
+    truncated.image_path.write_bytes(truncated.image_path.read_bytes()[:-100])
+    cases["truncated image"] = ("cityscapes", truncated, ["x_image.png", "truncated"])
+    text = write_pair(tmp / "j", image, ids)
+    text.image_path.write_text("not an image at all, but long enough to have a header")
+    cases["text image"] = ("cityscapes", text, ["x_image.png", "neither a PNG nor a JPEG"])
+    return cases
+
+
+def test_the_start_up_check_reads_headers_and_names_the_file(tmp_path):
+    from segmentation.data.headers import check_headers
+
+    for name, (dataset, sample, fragments) in header_cases(tmp_path).items():
+        if fragments is None:
+            check_headers([sample], dataset)
+            continue
+        with pytest.raises(UserError) as raised:
+            check_headers([sample], dataset)
+        for fragment in fragments:
+            assert fragment in str(raised.value), (name, str(raised.value))
+
+
+def test_a_jpeg_label_renamed_png_is_refused(cityscapes_root, tmp_path, small_config):
+    from segmentation.data.io import read_label_ids
+    from segmentation.data.kitti import read_kitti_codes
+
+    data = copy_of(cityscapes_root, tmp_path)
+    label = sorted((data / "gtFine" / "train").glob("*/*_labelIds.png"))[0]
+    ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    label.write_bytes(cv2.imencode(".jpg", ids)[1].tobytes())
+    config = write_yaml(tmp_path / "c.yaml", small_config(data, tmp_path / "run"))
+    result = run_script("train.py", "--config", config)
+    assert_one_line_error(result, str(label), "not a PNG")
+    assert not (tmp_path / "run").exists()
+    # Read directly, it is refused too: evaluation reads labels without the start-up check.
+    for read in (read_label_ids, read_kitti_codes):
+        with pytest.raises(UserError, match="not a PNG"):
+            read(label)
 
 
 @pytest.mark.parametrize("scales", ["nan", "1,inf"])
