@@ -444,6 +444,23 @@ def test_a_jpeg_label_renamed_png_is_refused(cityscapes_root, tmp_path, small_co
             read(label)
 
 
+def test_inference_refuses_an_output_folder_inside_its_input(checkpoint, cityscapes_root, tmp_path):
+    frames = Path(
+        shutil.copytree(cityscapes_root / "leftImg8bit" / "val" / "lindau", tmp_path / "f")
+    )
+    names = sorted(path.name for path in frames.iterdir())
+    for source, output in [
+        (frames, frames),
+        (frames, frames / "renders"),
+        (f"{frames}/*.png", frames),
+    ]:
+        result = run_script(
+            "inference.py", "--checkpoint", checkpoint, "--input", source, "--output", output
+        )
+        assert_one_line_error(result, "--output", "inside the input")
+    assert sorted(path.name for path in frames.iterdir()) == names
+
+
 @pytest.mark.parametrize("scales", ["nan", "1,inf"])
 def test_scales_must_be_finite_numbers(scales, checkpoint, cityscapes_root, tmp_path):
     frames = cityscapes_root / "leftImg8bit" / "val" / "lindau"
