@@ -461,6 +461,32 @@ def test_inference_refuses_an_output_folder_inside_its_input(checkpoint, citysca
     assert sorted(path.name for path in frames.iterdir()) == names
 
 
+def test_a_nan_prediction_is_an_error_naming_the_image(
+    trained_checkpoint, tmp_path, monkeypatch, capsys, one_thread
+):
+    import evaluate
+    from segmentation.inference import model as model_module
+
+    load = model_module.load_trained_model
+
+    def nan_model(*args, **kwargs):
+        trained = load(*args, **kwargs)
+        forward = trained.model.forward
+        trained.model.forward = lambda images: forward(images) * float("nan")
+        return trained
+
+    monkeypatch.setattr(model_module, "load_trained_model", nan_model)
+    checkpoint = trained_checkpoint("kitti", "road")
+    export = tmp_path / "export"
+    for extra in ([], ["--export-dir", str(export)]):
+        assert evaluate.main(["--checkpoint", str(checkpoint), "--workers", "0", *extra]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1, lines
+        assert "NaN" in errors[0] and "_0000" in errors[0], errors[0]
+    assert not list(export.rglob("*.png"))
+
+
 @pytest.mark.parametrize("scales", ["nan", "1,inf"])
 def test_scales_must_be_finite_numbers(scales, checkpoint, cityscapes_root, tmp_path):
     frames = cityscapes_root / "leftImg8bit" / "val" / "lindau"
