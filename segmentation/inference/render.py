@@ -168,11 +168,18 @@ class Renderer:
         self.trained = trained
         self.options = options
 
+    def frames(self, source: str, output: Path) -> list[Frame]:
+        """The frames of `source`, once `output` is known to be a place for their renders;
+        inference.py calls it before a long ONNX export too."""
+        video = Path(source) if is_video(source) else None
+        frames = _video_frames(video) if video is not None else find_frames(source)
+        check_output_outside_input(source, frames, Path(output))
+        return frames
+
     def run(self, source: str, output: Path) -> RenderReport:
         output = Path(output)
         video = Path(source) if is_video(source) else None
-        frames = _video_frames(video) if video is not None else find_frames(source)
-        check_output_outside_input(source, frames, output)
+        frames = self.frames(source, output)
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as error:
