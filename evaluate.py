@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
+from segmentation.files import check_new_file, check_new_folder, write_atomically
 from segmentation.inference.arguments import add_prediction_arguments, prediction_options
 
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-dir", type=Path, help="write predictions here (must be new)")
     parser.add_argument("--export-color", action="store_true", help="also export colour PNGs")
     parser.add_argument("--output-json", type=Path, help="write the scores as JSON")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output-json file"
+    )
     return parser
 
 
@@ -61,6 +65,38 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Output paths are checked before the evaluation: a failure after it loses its work."""
+    if args.output_json:
+        if args.output_json.resolve() == args.checkpoint.resolve():
+            raise UserError(
+                f"--output-json {args.output_json} is the checkpoint being evaluated: "
+                "give another file name, e.g. scores.json"
+            )
+        check_new_file(args.output_json, "--output-json", overwrite=args.overwrite)
+    if args.export_dir:
+        check_new_folder(args.export_dir, "--export-dir")
+        if args.export_dir.exists() and any(args.export_dir.iterdir()):
+            raise UserError(
+                f"export directory {args.export_dir} is not empty: choose a new --export-dir "
+                "(old predictions there would be scored too)"
+            )
+
+
+def write_scores(results: dict, path: Path, overwrite: bool) -> None:
+    check_new_file(path, "--output-json", overwrite=overwrite)  # it may have appeared since
+    text = json.dumps(results, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda handle: handle.write(text.encode()))
+    except OSError as error:
+        raise UserError(
+            f"cannot write {path} ({error.strerror or error}): free disk space or choose "
+            "another --output-json"
+        ) from None
+    print(f"scores written to {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -72,13 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.inference.model import load_trained_model
 
         prediction = prediction_options(args)
-        if args.export_dir and args.export_dir.is_file():
-            raise UserError(f"--export-dir {args.export_dir} is a file: give a new folder")
-        if args.export_dir and args.export_dir.exists() and any(args.export_dir.iterdir()):
-            raise UserError(
-                f"export directory {args.export_dir} is not empty: choose a new --export-dir "
-                "(old predictions there would be scored too)"
-            )
+        check_outputs(args)
         trained = load_trained_model(
             args.checkpoint, resolve_device(args.device), amp=args.amp, compile=args.compile
         )
@@ -104,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         results["split"] = args.split
         print(format_table(results))
         if args.output_json:
-            args.output_json.parent.mkdir(parents=True, exist_ok=True)
-            args.output_json.write_text(json.dumps(results, indent=2) + "\n")
-            print(f"scores written to {args.output_json}")
+            write_scores(results, args.output_json, args.overwrite)
         if args.export_dir and trained.scheme.dataset == "cityscapes":
             print(
                 f"label-id predictions in {args.export_dir / 'labelIds'}: the official evaluator "

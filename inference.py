@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 overwrite=args.overwrite,
             )
             renderer = Renderer(trained, options)
+            renderer.frames(args.input, args.output)
         if args.export_onnx:
             from segmentation.inference.export import export_onnx
 

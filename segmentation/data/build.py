@@ -10,6 +10,7 @@ import numpy as np
 from segmentation.config import DataConfig
 from segmentation.data.cityscapes import find_cityscapes
 from segmentation.data.dataset import Sample, SegmentationDataset
+from segmentation.data.headers import check_headers
 from segmentation.data.io import read_label_ids
 from segmentation.data.kitti import find_kitti_road, read_kitti_codes
 from segmentation.data.labels import LabelScheme, get_scheme
@@ -56,8 +57,11 @@ def find_samples(config: DataConfig, split: str) -> list[Sample]:
 def build_training_datasets(
     config: DataConfig, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, val) datasets at the configured training size; val is resized, not augmented."""
+    """(train, val) datasets at the configured training size; val is resized, not augmented.
+    Every file's header is checked first: a broken one found after an epoch costs the epoch."""
     scheme = scheme_for(config)
+    train_samples, val_samples = find_samples(config, "train"), find_samples(config, "val")
+    check_headers(train_samples + val_samples, config.dataset)
     height, width = config.image_size
     augment = config.augment
     train_transform = training_transform(
@@ -71,7 +75,7 @@ def build_training_datasets(
         weather=augment.weather,
     )
     reader = label_reader(config.dataset)
-    train = SegmentationDataset(find_samples(config, "train"), scheme, train_transform, reader)
+    train = SegmentationDataset(train_samples, scheme, train_transform, reader)
     val_transform = evaluation_transform(height, width, mean, std)
-    val = SegmentationDataset(find_samples(config, "val"), scheme, val_transform, reader)
+    val = SegmentationDataset(val_samples, scheme, val_transform, reader)
     return train, val

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from segmentation.data.dataset import Sample
-from segmentation.data.io import read_rgb
+from segmentation.data.io import read_label_rgb
 from segmentation.data.labels import kitti_codes
 from segmentation.errors import UserError
 
@@ -113,4 +113,4 @@ def _split_train_val(samples: list[Sample], split: str, val_fraction: float) -> 
 
 def read_kitti_codes(path: Path) -> np.ndarray:
     """A KITTI ground-truth PNG -> (H, W) uint8 colour codes (see labels.kitti_codes)."""
-    return kitti_codes(read_rgb(path))
+    return kitti_codes(read_label_rgb(path))

@@ -229,6 +229,14 @@ def get_scheme(dataset: str, labels: str | Sequence[str]) -> LabelScheme:
                 f"{', '.join(KITTI_SCHEMES)}"
             )
         return _kitti(names[0])
+    schemes = [name for name in names if name in CITYSCAPES_SCHEMES]
+    if schemes and len(names) > 1:
+        others = [name for name in names if name not in CITYSCAPES_SCHEMES]
+        raise UserError(
+            f"label scheme '{schemes[0]}' cannot be combined with label names or other schemes "
+            f"(got {','.join(names)}): use one scheme ({', '.join(CITYSCAPES_SCHEMES)}) alone, "
+            f"or label names only, e.g. {','.join(others) or 'road,car'}"
+        )
     if len(names) == 1 and names[0] in CITYSCAPES_SCHEMES:
         return {
             "categories": _categories,

@@ -18,6 +18,7 @@ import torch
 from segmentation.data.dataset import FullResolutionDataset, Sample, collate_size_groups
 from segmentation.data.io import write_png
 from segmentation.data.loading import make_loader
+from segmentation.errors import UserError
 from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
 from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
 from segmentation.evaluation.loop import evaluate
@@ -51,6 +52,22 @@ def _official_dice(cm_label_ids: np.ndarray, evaluated_ids: list[int]) -> np.nda
     denominator = 2 * tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+def _refuse_nan(probs: torch.Tensor, samples: list[Sample]) -> None:
+    """One rule for scores and exports: a NaN probability is an error naming its image (the
+    KITTI score left NaN pixels out while the export wrote them as 255; an argmax takes NaN
+    for the largest value). The check waits for the device once a batch, which costs little
+    next to the forward pass."""
+    nan_images = probs.isnan().flatten(1).any(dim=1)
+    if nan_images.any():
+        bad = [sample.image_path for sample, nan in zip(samples, nan_images.tolist()) if nan]
+        raise UserError(
+            f"the model predicts NaN probabilities for {bad[0]}"
+            + (f" and {len(bad) - 1} more image(s) of its batch" if len(bad) > 1 else "")
+            + ": the checkpoint holds NaN or overflowing weights; evaluate another one (e.g. "
+            "best.pt) or train again"
+        )
 
 
 class Evaluator:
@@ -92,6 +109,7 @@ class Evaluator:
         Returns (predicted classes, target classes) for the confusion matrix."""
         options = self.options
         classes, probs = self.trained.predict(images, options.prediction)
+        _refuse_nan(probs, samples)
         stored = stored.to(self.trained.device, non_blocking=True).long()
         if self.cityscapes is not None:
             self.cityscapes.update(classes, stored)

@@ -10,7 +10,9 @@ Quantization: level = round(clamp(prob, 0, 1) * 255) in float32, halves to even 
 i.e. what saving the probability as an 8-bit PNG with np.rint would store. For every v in
 0..255 the devkit's float32(v / 255) is >= k / 255 exactly when v >= k (checked in the tests),
 so "level >= k" is the devkit's decision, and `road_scores` equals the devkit's numbers for
-the PNGs one would have written. NaN probabilities are not counted.
+the PNGs one would have written. NaN probabilities are not counted here; the evaluator refuses
+them before they reach the score or the export (Evaluator._score), so that both follow one
+rule.
 """
 
 from __future__ import annotations

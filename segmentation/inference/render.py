@@ -138,6 +138,24 @@ def copy_finished_event(device: torch.device) -> torch.cuda.Event:
     return ready
 
 
+def check_output_outside_input(source: str, frames: list[Frame], output: Path) -> None:
+    """Refuse an output folder that is a folder the frames were found in, or inside one: the
+    next run would take the rendered PNGs for frames (..._overlay_overlay.png). One image or a
+    video is never looked for again, so their folder may hold the outputs."""
+    if Path(source).is_file():
+        return
+    folders = {frame.path.parent.resolve() for frame in frames if frame.path is not None}
+    target = output.resolve()
+    for folder in sorted(folders):
+        if target == folder or folder in target.parents:
+            where = "is" if target == folder else "is inside"
+            raise UserError(
+                f"--output {output} {where} the input folder {folder}: PNGs rendered inside the "
+                "input folder would be taken for frames by the next run; choose an --output "
+                "outside it"
+            )
+
+
 class Renderer:
     def __init__(self, trained: TrainedModel, options: RenderOptions) -> None:
         unknown = [kind for kind in options.save if kind not in SAVE_KINDS]
@@ -150,16 +168,24 @@ class Renderer:
         self.trained = trained
         self.options = options
 
+    def frames(self, source: str, output: Path) -> list[Frame]:
+        """The frames of `source`, once `output` is known to be a place for their renders;
+        inference.py calls it before a long ONNX export too."""
+        video = Path(source) if is_video(source) else None
+        frames = _video_frames(video) if video is not None else find_frames(source)
+        check_output_outside_input(source, frames, Path(output))
+        return frames
+
     def run(self, source: str, output: Path) -> RenderReport:
         output = Path(output)
+        video = Path(source) if is_video(source) else None
+        frames = self.frames(source, output)
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(
                 f"cannot create output folder {output} ({error.strerror}): choose another --output"
             ) from None
-        video = Path(source) if is_video(source) else None
-        frames = _video_frames(video) if video is not None else find_frames(source)
         done = set()
         if not self.options.overwrite:
             done = {
