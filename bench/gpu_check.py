@@ -861,7 +861,10 @@ def install_wheels(ctx: Context, info: dict) -> None:
     keeping the torch it has (a wheel that wants another torch fails instead of replacing a
     CUDA build)."""
     constraints = ctx.work / "constraints.txt"
-    constraints.write_text(f"torch=={info['torch']}\n" if info.get("torch") else "")
+    # The public version (2.9.1, not 2.9.1+cu128): it matches the build installed, and a local
+    # label in a constraint can make pip's resolver refuse that very build.
+    public = str(info.get("torch") or "").split("+")[0]
+    constraints.write_text(f"torch=={public}\n" if public else "")
     wheels = str(Path(ctx.args.wheels).resolve())
     step = Step(
         "wheels",
