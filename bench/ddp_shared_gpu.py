@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 _init_process_group = dist.init_process_group
 
 
-def _gloo_process_group(*args, **kwargs):
+def _gloo_process_group(*args: object, **kwargs: object) -> object:
     kwargs["backend"] = "gloo"
     return _init_process_group(*args, **kwargs)
 

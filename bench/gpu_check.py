@@ -147,6 +147,9 @@ class Context:
             return next((o.status for o in self.outcomes if o.name == name), None)
 
 
+Verify = Callable[[Context], tuple[bool, str]]  # (holds, what it saw)
+
+
 @dataclass(frozen=True)
 class Step:
     """One check: a command, what must hold once it exited 0, and when it cannot run.
@@ -157,7 +160,7 @@ class Step:
 
     name: str
     command: Callable[[Context], list[str]]
-    verify: Callable[[Context], tuple[bool, str]] | None = None
+    verify: Verify | None = None
     needs: tuple[str, ...] = ()
     seconds: int = 30
     timeout: int = 180
@@ -267,7 +270,7 @@ def run_step(ctx: Context, step: Step) -> Outcome:
     return outcome
 
 
-def judge(ctx: Context, step: Step, code: int | None, text: str, seconds: float):
+def judge(ctx: Context, step: Step, code: int | None, text: str, seconds: float) -> tuple[str, str]:
     """(status, detail) of a step that ran: its exit status, then its own verification."""
     judged = step.judged(ctx) if callable(step.judged) else step.judged
     details = [line[7:] for line in text.splitlines() if line.startswith("DETAIL ")]
@@ -328,7 +331,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and value == value and abs(value) != float("inf")
 
 
-def epochs_done(run: str, epochs: int, *files: str) -> Callable[[Context], tuple[bool, str]]:
+def epochs_done(run: str, epochs: int, *files: str) -> Verify:
     """The run's metrics.jsonl holds `epochs` epochs with finite losses, and its files exist."""
 
     def verify(ctx: Context) -> tuple[bool, str]:
@@ -349,7 +352,7 @@ def epochs_done(run: str, epochs: int, *files: str) -> Callable[[Context], tuple
     return verify
 
 
-def files_made(folder: Callable[[Context], Path], pattern: str, count: int):
+def files_made(folder: Callable[[Context], Path], pattern: str, count: int) -> Verify:
     """`count` files matching `pattern` under the folder."""
 
     def verify(ctx: Context) -> tuple[bool, str]:
@@ -359,7 +362,7 @@ def files_made(folder: Callable[[Context], Path], pattern: str, count: int):
     return verify
 
 
-def scores_written(name: str, images: int | None = None):
+def scores_written(name: str, images: int | None = None) -> Verify:
     """evaluate.py's JSON OUT/NAME exists, scored `images` images, and has an mIoU."""
 
     def verify(ctx: Context) -> tuple[bool, str]:

@@ -19,6 +19,10 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from segmentation.engine.state import Training
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
 
@@ -48,7 +52,7 @@ def detail(text: str) -> None:
 # --------------------------------------------------------------------------- host syncs
 
 
-def sync_training(device_name: str, sections: dict):
+def sync_training(device_name: str, sections: dict) -> Training:
     """The engine's Training for `sections` over the default config (FPN on resnet18, no
     download), built with the functions train.py uses, over in-memory batches."""
     import torch
