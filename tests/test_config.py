@@ -141,7 +141,10 @@ BAD_FLAGS = {
         ["--set", "unknown.key=1"],
         ["unknown config key(s) unknown", "valid keys are output_dir, data"],
     ),
-    "amp choice": (["--set", "train.amp=fp32"], ["train.amp='fp32'", "'off', 'bf16' or 'fp16'"]),
+    "amp choice": (
+        ["--set", "train.amp=fp32"],
+        ["train.amp='fp32'", "'off', 'bf16', 'fp16' or 'auto'"],
+    ),
     "fp16 on a cpu": (
         ["--amp", "fp16", "--device", "cpu"],
         ["train.amp='fp16' needs a CUDA GPU", "bf16"],
