@@ -2,9 +2,10 @@
 
 Ours: the training dataset exactly as train.py builds it (build_training_datasets: the real
 SegmentationDataset and training_transform with the configured augmentations, items as
-(index, seed) pairs) turning 1024x2048 frames into 512x1024 samples. Floor: reading the same
-two PNGs (image and labelIds) with cv2.imread and nothing else. The two take turns image by
-image, in one process. Target: >= 0.80 of the floor's samples/s.
+(index, seed) pairs) turning 1024x2048 frames into 512x1024 samples (uint8 (H, W, 3) images:
+the engine normalizes them on the device). Floor: reading the same two PNGs (image and
+labelIds) with cv2.imread and nothing else. The two take turns image by image, in one process.
+Target: >= 0.80 of the floor's samples/s.
 
 Then train.py's DataLoader (its seeded EpochSampler, batch 2) with 0, 1 and 2 workers, taking
 turns epoch by epoch, against the same loader with 0 workers. With --profile, or when the target
@@ -49,7 +50,7 @@ from bench.common import (
 from segmentation.cli import run_guarded
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets
-from segmentation.data.dataset import SegmentationDataset, _to_chw_tensor
+from segmentation.data.dataset import SegmentationDataset, _to_hwc_tensor
 from segmentation.data.io import read_label_ids
 
 # train.py's own loader factory, so that this measures what training uses.
@@ -57,7 +58,6 @@ from segmentation.data.loading import make_loader
 from segmentation.devices import resolve_device
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
-from segmentation.models import encoder_normalization
 from segmentation.sample import generate_cityscapes
 
 TARGET = ">= 0.80"
@@ -74,7 +74,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, help="images used (default 10; --quick 5)")
     parser.add_argument("--source-size", default="1024x2048", help="HxW of generated frames")
     parser.add_argument("--size", default="512x1024", help="HxW of the training samples")
-    parser.add_argument("--backbone", default="resnext50", help="its normalization is used")
     parser.add_argument("--rounds", type=int, help="timed passes (default 3; --quick 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch", type=int, default=2, help="DataLoader batch size")
@@ -90,9 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_dataset(args: argparse.Namespace, root: Path) -> SegmentationDataset:
     """The training dataset of a Cityscapes tree at `root`, first `args.images` images."""
     height, width = parse_size(args.size, 32)
-    mean, std = encoder_normalization(args.backbone)
     config = DataConfig(root=str(root), image_size=(height, width))
-    train, _ = build_training_datasets(config, mean, std)
+    train, _ = build_training_datasets(config)
     if len(train) < args.images:
         print(f"note: {root} has {len(train)} training images, fewer than --images {args.images}")
     train.samples = train.samples[: args.images]
@@ -210,7 +208,7 @@ def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
             "scheme.encode (LUT)",
             lambda m=out["mask"]: dataset.scheme.encode(np.ascontiguousarray(m)),
         )
-        clock("image to CHW tensor", lambda i=out["image"]: _to_chw_tensor(i))
+        clock("image to tensor (uint8 HWC)", lambda i=out["image"]: _to_hwc_tensor(i))
     return [(name, statistics.mean(values)) for name, values in stages.items()]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +54,16 @@ def find_samples(config: DataConfig, split: str) -> list[Sample]:
 
 
 def build_training_datasets(
-    config: DataConfig, mean: Sequence[float], std: Sequence[float]
+    config: DataConfig,
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, val) datasets at the configured training size; val is resized, not augmented."""
+    """(train, val) datasets at the configured training size; val is resized, not augmented.
+    Their images are uint8: the engine normalizes them on the device (data/normalize.py)."""
     scheme = scheme_for(config)
     height, width = config.image_size
     augment = config.augment
     train_transform = training_transform(
         height,
         width,
-        mean,
-        std,
         crop_scale=augment.crop_scale,
         hflip=augment.hflip,
         color=augment.color,
@@ -72,6 +71,6 @@ def build_training_datasets(
     )
     reader = label_reader(config.dataset)
     train = SegmentationDataset(find_samples(config, "train"), scheme, train_transform, reader)
-    val_transform = evaluation_transform(height, width, mean, std)
+    val_transform = evaluation_transform(height, width)
     val = SegmentationDataset(find_samples(config, "val"), scheme, val_transform, reader)
     return train, val
