@@ -8,8 +8,9 @@ labelIds) with cv2.imread and nothing else. The two take turns image by image, i
 Target: >= 0.80 of the floor's samples/s.
 
 Then train.py's DataLoader (its seeded EpochSampler, batch 2) with 0, 1 and 2 workers, taking
-turns epoch by epoch, against the same loader with 0 workers. With --profile, or when the target
-is missed, a cost breakdown per stage and per transform, and cProfile's top functions.
+turns epoch by epoch, against the same loader with 0 workers; the rows' notes give the bytes
+per sample the loader ships (image and target). With --profile, or when the target is missed,
+a cost breakdown per stage and per transform, and cProfile's top functions.
 
     python bench/bench_data.py [--quick] [--images 10] [--data-root DIR] [--profile]
         [--json out.json]
@@ -177,6 +178,13 @@ def loader_throughput(
     return speeds
 
 
+def bytes_per_sample(dataset: SegmentationDataset) -> dict[str, int]:
+    """Bytes of each tensor a sample ships through the DataLoader (image, target): what a
+    worker writes to shared memory and the host copies to the device."""
+    item = dataset[(0, 0)]
+    return {key: value.nbytes for key, value in item.items() if isinstance(value, torch.Tensor)}
+
+
 def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
     """Milliseconds per sample of each stage of SegmentationDataset.__getitem__, done one by
     one as it does them, and of each top-level transform of its pipeline."""
@@ -236,6 +244,7 @@ def run(args: argparse.Namespace) -> dict:
         clock = resolve_clock(args)
         times = dataset_vs_floor(dataset, args.rounds, clock)
         speeds = loader_throughput(dataset, args, device)
+        shipped = bytes_per_sample(dataset)
         rows = [
             Result(
                 f"data: training dataset -> {args.size} vs decode-only floor",
@@ -247,23 +256,30 @@ def run(args: argparse.Namespace) -> dict:
                 f"{args.threads} thread(s), {clock} clock",
             )
         ]
-        rows += loader_rows(speeds, args, len(dataset))
+        rows += loader_rows(speeds, args, len(dataset), shipped)
         if args.profile or not rows[0].met:
             details["stages_ms"] = stage_breakdown(dataset)
             details["cprofile_top"] = cprofile_top(dataset)
     details["dataset_ms"] = [t * 1e3 for t in times["dataset"]]
     details["floor_ms"] = [t * 1e3 for t in times["floor"]]
     details["loader_samples_per_second"] = {str(k): v for k, v in speeds.items()}
+    details["bytes_per_sample"] = shipped
     record = report("bench_data", args, rows, details, "Data pipeline")
     if "stages_ms" in details:
         print_breakdown(details["stages_ms"], details["cprofile_top"])
     return record
 
 
-def loader_rows(speeds: dict[int, list[float]], args: argparse.Namespace, images: int) -> list:
+def loader_rows(
+    speeds: dict[int, list[float]], args: argparse.Namespace, images: int, shipped: dict
+) -> list:
     """One row per worker count; those with workers against the loader with 0 workers."""
     base = statistics.median(speeds[0]) if 0 in speeds else None
-    note = f"batch {args.batch}, median of {args.epochs} epoch(s) of {images} images, wall clock"
+    parts = " + ".join(f"{key} {size:,}" for key, size in shipped.items())
+    note = (
+        f"batch {args.batch}, median of {args.epochs} epoch(s) of {images} images, wall clock; "
+        f"{sum(shipped.values()):,} bytes per sample shipped ({parts})"
+    )
     # Worker processes run beside this one: only the wall clock sees their work.
     return [
         Result(
@@ -271,9 +287,9 @@ def loader_rows(speeds: dict[int, list[float]], args: argparse.Namespace, images
             statistics.median(values),
             base if workers else None,
             "samples/s",
-            note=note if workers == 0 else "",
+            note=note if position == 0 else "",  # said once, on the first row
         )
-        for workers, values in speeds.items()
+        for position, (workers, values) in enumerate(speeds.items())
     ]
 
 
