@@ -2,13 +2,15 @@
 
 Ours: the training dataset exactly as train.py builds it (build_training_datasets: the real
 SegmentationDataset and training_transform with the configured augmentations, items as
-(index, seed) pairs) turning 1024x2048 frames into 512x1024 samples. Floor: reading the same
-two PNGs (image and labelIds) with cv2.imread and nothing else. The two take turns image by
-image, in one process. Target: >= 0.80 of the floor's samples/s.
+(index, seed) pairs) turning 1024x2048 frames into 512x1024 samples (uint8 (H, W, 3) images:
+the engine normalizes them on the device). Floor: reading the same two PNGs (image and
+labelIds) with cv2.imread and nothing else. The two take turns image by image, in one process.
+Target: >= 0.80 of the floor's samples/s.
 
 Then train.py's DataLoader (its seeded EpochSampler, batch 2) with 0, 1 and 2 workers, taking
-turns epoch by epoch, against the same loader with 0 workers. With --profile, or when the target
-is missed, a cost breakdown per stage and per transform, and cProfile's top functions.
+turns epoch by epoch, against the same loader with 0 workers; the rows' notes give the bytes
+per sample the loader ships (image and target). With --profile, or when the target is missed,
+a cost breakdown per stage and per transform, and cProfile's top functions.
 
     python bench/bench_data.py [--quick] [--images 10] [--data-root DIR] [--profile]
         [--json out.json]
@@ -49,7 +51,7 @@ from bench.common import (
 from segmentation.cli import run_guarded
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets
-from segmentation.data.dataset import SegmentationDataset, _to_chw_tensor
+from segmentation.data.dataset import SegmentationDataset, _to_hwc_tensor
 from segmentation.data.io import read_label_ids
 
 # train.py's own loader factory, so that this measures what training uses.
@@ -57,7 +59,6 @@ from segmentation.data.loading import make_loader
 from segmentation.devices import resolve_device
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
-from segmentation.models import encoder_normalization
 from segmentation.sample import generate_cityscapes
 
 TARGET = ">= 0.80"
@@ -74,7 +75,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, help="images used (default 10; --quick 5)")
     parser.add_argument("--source-size", default="1024x2048", help="HxW of generated frames")
     parser.add_argument("--size", default="512x1024", help="HxW of the training samples")
-    parser.add_argument("--backbone", default="resnext50", help="its normalization is used")
     parser.add_argument("--rounds", type=int, help="timed passes (default 3; --quick 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch", type=int, default=2, help="DataLoader batch size")
@@ -90,9 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_dataset(args: argparse.Namespace, root: Path) -> SegmentationDataset:
     """The training dataset of a Cityscapes tree at `root`, first `args.images` images."""
     height, width = parse_size(args.size, 32)
-    mean, std = encoder_normalization(args.backbone)
     config = DataConfig(root=str(root), image_size=(height, width))
-    train, _ = build_training_datasets(config, mean, std)
+    train, _ = build_training_datasets(config)
     if len(train) < args.images:
         print(f"note: {root} has {len(train)} training images, fewer than --images {args.images}")
     train.samples = train.samples[: args.images]
@@ -179,6 +178,13 @@ def loader_throughput(
     return speeds
 
 
+def bytes_per_sample(dataset: SegmentationDataset) -> dict[str, int]:
+    """Bytes of each tensor a sample ships through the DataLoader (image, target): what a
+    worker writes to shared memory and the host copies to the device."""
+    item = dataset[(0, 0)]
+    return {key: value.nbytes for key, value in item.items() if isinstance(value, torch.Tensor)}
+
+
 def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
     """Milliseconds per sample of each stage of SegmentationDataset.__getitem__, done one by
     one as it does them, and of each top-level transform of its pipeline."""
@@ -210,7 +216,7 @@ def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
             "scheme.encode (LUT)",
             lambda m=out["mask"]: dataset.scheme.encode(np.ascontiguousarray(m)),
         )
-        clock("image to CHW tensor", lambda i=out["image"]: _to_chw_tensor(i))
+        clock("image to tensor (uint8 HWC)", lambda i=out["image"]: _to_hwc_tensor(i))
     return [(name, statistics.mean(values)) for name, values in stages.items()]
 
 
@@ -238,6 +244,7 @@ def run(args: argparse.Namespace) -> dict:
         clock = resolve_clock(args)
         times = dataset_vs_floor(dataset, args.rounds, clock)
         speeds = loader_throughput(dataset, args, device)
+        shipped = bytes_per_sample(dataset)
         rows = [
             Result(
                 f"data: training dataset -> {args.size} vs decode-only floor",
@@ -249,23 +256,30 @@ def run(args: argparse.Namespace) -> dict:
                 f"{args.threads} thread(s), {clock} clock",
             )
         ]
-        rows += loader_rows(speeds, args, len(dataset))
+        rows += loader_rows(speeds, args, len(dataset), shipped)
         if args.profile or not rows[0].met:
             details["stages_ms"] = stage_breakdown(dataset)
             details["cprofile_top"] = cprofile_top(dataset)
     details["dataset_ms"] = [t * 1e3 for t in times["dataset"]]
     details["floor_ms"] = [t * 1e3 for t in times["floor"]]
     details["loader_samples_per_second"] = {str(k): v for k, v in speeds.items()}
+    details["bytes_per_sample"] = shipped
     record = report("bench_data", args, rows, details, "Data pipeline")
     if "stages_ms" in details:
         print_breakdown(details["stages_ms"], details["cprofile_top"])
     return record
 
 
-def loader_rows(speeds: dict[int, list[float]], args: argparse.Namespace, images: int) -> list:
+def loader_rows(
+    speeds: dict[int, list[float]], args: argparse.Namespace, images: int, shipped: dict
+) -> list:
     """One row per worker count; those with workers against the loader with 0 workers."""
     base = statistics.median(speeds[0]) if 0 in speeds else None
-    note = f"batch {args.batch}, median of {args.epochs} epoch(s) of {images} images, wall clock"
+    parts = " + ".join(f"{key} {size:,}" for key, size in shipped.items())
+    note = (
+        f"batch {args.batch}, median of {args.epochs} epoch(s) of {images} images, wall clock; "
+        f"{sum(shipped.values()):,} bytes per sample shipped ({parts})"
+    )
     # Worker processes run beside this one: only the wall clock sees their work.
     return [
         Result(
@@ -273,9 +287,9 @@ def loader_rows(speeds: dict[int, list[float]], args: argparse.Namespace, images
             statistics.median(values),
             base if workers else None,
             "samples/s",
-            note=note if workers == 0 else "",
+            note=note if position == 0 else "",  # said once, on the first row
         )
-        for workers, values in speeds.items()
+        for position, (workers, values) in enumerate(speeds.items())
     ]
 
 

@@ -1,7 +1,9 @@
 """Training step: the engine's step against bare loops, and our FPN against smp's.
 
 Per architecture (FPN and UNET on resnext50) and precision (float32, bf16 autocast), on the same
-pre-made batches and in one process, these take turns epoch by epoch (A B C, C B A, ...):
+pre-made batches in the DataLoader's format (uint8 (B, H, W, 3) images, normalized and laid out
+on the device by every loop alike, as the engine's to_device does) and in one process, these
+take turns epoch by epoch (A B C, C B A, ...):
 - engine: the engine's train_one_epoch, the loop of train.py (forward, loss, backward, optimizer
   step, on-device loss bookkeeping) with the default config's model, loss (bce_dice), optimizer
   (Adam) and memory format (channels_last), over an in-memory list of batches.
@@ -52,6 +54,7 @@ from bench.common import (
 from segmentation.cli import run_guarded
 from segmentation.config import Config, ModelConfig, config_from_dict
 from segmentation.data.build import scheme_for
+from segmentation.data.normalize import Normalizer
 from segmentation.devices import AMP_DTYPES, autocast, resolve_device
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.loop import train_one_epoch
@@ -59,7 +62,7 @@ from segmentation.engine.optim import build_optimizer
 from segmentation.engine.setup import build_optimization
 from segmentation.engine.state import Training
 from segmentation.losses import build_loss
-from segmentation.models import model_from_config
+from segmentation.models import encoder_normalization, model_from_config
 
 PRECISIONS = {"float32": "off", "bf16": "bf16"}  # -> train.amp
 SMP_ENCODERS = {"resnext50": "resnext50_32x4d"}
@@ -127,13 +130,14 @@ def make_batches(
     device: torch.device,
     one_hot: bool = True,
 ) -> list[dict]:
-    """Batches as train.py's DataLoader gives them: image (B, 3, H, W) float32 and target
+    """Batches as train.py's DataLoader gives them: image (B, H, W, 3) uint8 and target
     (B, H, W) uint8 on the host (pinned for CUDA); with `one_hot`, also smp's float target
     (B, C, H, W), made ahead and already on the device (not charged to smp's step)."""
     generator = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(count):
-        image = torch.randn(batch, 3, *size, generator=generator)
+        shape = (batch, *size, 3)
+        image = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
         target = torch.randint(0, classes, (batch, *size), generator=generator, dtype=torch.uint8)
         if device.type == "cuda":
             image, target = image.pin_memory(), target.pin_memory()
@@ -144,6 +148,15 @@ def make_batches(
     return batches
 
 
+def images_to_device(
+    batch: dict, normalize: Normalizer, device: torch.device, memory_format: torch.memory_format
+) -> torch.Tensor:
+    """The loader's uint8 (B, H, W, 3) images as the model's normalized float input, the way
+    engine.loop.to_device makes it: copy, view as (B, 3, H, W), one normalizing kernel."""
+    images = batch["image"].to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return normalize(images, memory_format)
+
+
 def bare_loop(
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor, dict, torch.Tensor], torch.Tensor],
@@ -152,14 +165,14 @@ def bare_loop(
     amp: str,
     device: torch.device,
     memory_format: torch.memory_format,
+    normalize: Normalizer,
 ) -> Callable[[], None]:
     """One epoch of the plainest training loop: what any of the variants has to do."""
 
     def epoch() -> None:
         model.train()
         for batch in batches:
-            images = batch["image"].to(device, non_blocking=True)
-            images = images.contiguous(memory_format=memory_format)
+            images = images_to_device(batch, normalize, device, memory_format)
             target = batch["target"].to(device, non_blocking=True).long()
             with autocast(device, amp):
                 loss = loss_fn(model(images), batch, target)
@@ -171,8 +184,8 @@ def bare_loop(
 
 
 def engine_epoch(config: Config, model, loss_fn, batches, device) -> Callable[[], None]:
-    """One epoch of the engine's train_one_epoch, its optimizer built as train.py builds it,
-    over the in-memory batches (no logging)."""
+    """One epoch of the engine's train_one_epoch, its optimizer and input normalization built
+    as train.py builds them, over the in-memory batches (no logging)."""
     config.train.log_every = 10**9
     optimizer, scheduler, scaler = build_optimization(config, model, len(batches), device)
     training = Training(
@@ -185,6 +198,7 @@ def engine_epoch(config: Config, model, loss_fn, batches, device) -> Callable[[]
         scaler=scaler,
         train_loader=batches,
         context=DistributedContext(0, 1, 0, device),
+        normalizer=Normalizer(*encoder_normalization(config.model.backbone)),
     )
     return lambda: train_one_epoch(training)
 
@@ -222,8 +236,11 @@ def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, di
         parts["smp"] = (theirs, smp_loss, torch.optim.Adam(theirs.parameters(), lr=lr))
         parts["model_only"] = (model, smp_loss, torch.optim.Adam(model.parameters(), lr=lr))
     loops = {"engine": engine_epoch(config, model, loss_fn, batches, device)}
+    normalize = Normalizer(*encoder_normalization(args.backbone))
     for name, (net, loss, optimizer) in parts.items():
-        loops[name] = bare_loop(net, loss, optimizer, batches, amp, device, memory_format)
+        loops[name] = bare_loop(
+            net, loss, optimizer, batches, amp, device, memory_format, normalize
+        )
     return loops, parts
 
 
@@ -235,7 +252,9 @@ VARIANT_NAMES = {
 PHASES = ("to device", "forward", "loss", "backward", "optimizer step")
 
 
-def step_phases(net, loss_fn, optimizer, batch, amp, device, memory_format, clock) -> list[float]:
+def step_phases(
+    net, loss_fn, optimizer, batch, amp, device, memory_format, normalize, clock
+) -> list[float]:
     """Milliseconds of each phase (PHASES) of one bare-loop step, the device synced between."""
     now = CLOCKS[clock]
     marks = []
@@ -245,7 +264,7 @@ def step_phases(net, loss_fn, optimizer, batch, amp, device, memory_format, cloc
         marks.append(now())
 
     mark()
-    images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    images = images_to_device(batch, normalize, device, memory_format)
     target = batch["target"].to(device, non_blocking=True).long()
     mark()
     with autocast(device, amp):
@@ -266,13 +285,16 @@ def profile_phases(parts: dict, batch: dict, args, precision: str, device, round
     """Median ms per phase of each bare loop's step, the loops taking turns."""
     memory_format = MEMORY_FORMATS[args.memory_format]
     amp, clock = PRECISIONS[precision], resolve_clock(args)
+    normalize = Normalizer(*encoder_normalization(args.backbone))
     times: dict[str, list[list[float]]] = {name: [] for name in parts}
     order = list(parts)
     for _ in range(rounds):
         for name in order:
             net, loss, optimizer = parts[name]
             times[name].append(
-                step_phases(net, loss, optimizer, batch, amp, device, memory_format, clock)
+                step_phases(
+                    net, loss, optimizer, batch, amp, device, memory_format, normalize, clock
+                )
             )
         order.reverse()
     return {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 
@@ -43,9 +41,3 @@ def overlay(
     unpainted = np.ones(256, np.uint8)
     unpainted[: scheme.num_classes] = ~scheme.colors.any(axis=1)
     return cv2.copyTo(image, cv2.LUT(classes, unpainted), blended)
-
-
-def denormalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalized (3, H, W) float image -> (H, W, 3) uint8 RGB for display."""
-    pixels = image.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
-    return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -1,20 +1,27 @@
 import logging
 import shutil
+from types import SimpleNamespace
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets, find_samples, label_reader
 from segmentation.data.cityscapes import find_cityscapes
 from segmentation.data.dataset import FullResolutionDataset, SegmentationDataset
+from segmentation.data.io import read_label_ids, read_rgb
 from segmentation.data.kitti import find_kitti_road
 from segmentation.data.labels import IGNORE_INDEX, get_scheme
+from segmentation.data.normalize import Normalizer
 from segmentation.data.transforms import evaluation_transform, training_transform
+from segmentation.engine.loop import to_device
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
+from segmentation.models import encoder_normalization
 
 TRAIN_CITIES = {"aachen", "bremen", "ulm", "zurich"}
 
@@ -102,7 +109,7 @@ def test_corrupt_image_names_the_file(cityscapes_root, tmp_path):
     dataset = SegmentationDataset(
         samples,
         scheme,
-        evaluation_transform(64, 128, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        evaluation_transform(64, 128),
         label_reader("cityscapes"),
     )
     with pytest.raises(UserError, match=broken.name):
@@ -112,11 +119,11 @@ def test_corrupt_image_names_the_file(cityscapes_root, tmp_path):
 @pytest.mark.parametrize("labels", ["categories", "classes", "official", "road"])
 def test_samples_have_the_documented_shapes(cityscapes_root, labels):
     config = DataConfig(root=str(cityscapes_root), labels=[labels], image_size=(32, 64))
-    train, val = build_training_datasets(config, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    train, val = build_training_datasets(config)
     scheme = get_scheme("cityscapes", labels)
     for dataset in (train, val):
         sample = dataset[(0, 123)] if dataset is train else dataset[0]
-        assert sample["image"].shape == (3, 32, 64) and sample["image"].dtype == torch.float32
+        assert sample["image"].shape == (32, 64, 3) and sample["image"].dtype == torch.uint8
         assert sample["target"].shape == (32, 64) and sample["target"].dtype == torch.uint8
         values = set(sample["target"].unique().tolist())
         assert values <= set(range(scheme.num_classes)) | {IGNORE_INDEX}
@@ -126,7 +133,7 @@ def test_kitti_samples_ignore_outside_the_valid_area(kitti_root):
     config = DataConfig(
         dataset="kitti", root=str(kitti_root), labels=["road"], image_size=(64, 192)
     )
-    _, val = build_training_datasets(config, (0.5,) * 3, (0.25,) * 3)
+    _, val = build_training_datasets(config)
     target = val[0]["target"]
     assert set(target.unique().tolist()) <= {0, 1, IGNORE_INDEX}
     assert (target == 1).any()
@@ -153,12 +160,12 @@ def test_flip_keeps_image_and_label_aligned():
     image[stored == 7] = (255, 0, 0)
     image[stored == 23] = (0, 255, 0)
     image[stored == 26] = (0, 0, 255)
-    transform = training_transform(48, 96, (0, 0, 0), (1, 1, 1), hflip=1.0, color=0.0)
+    transform = training_transform(48, 96, hflip=1.0, color=0.0)
     transform.set_random_seed(3)
     out = transform(image=image, mask=stored)
     assert (out["mask"][:, -1] == 7).all(), "the flip must move the left third to the right"
     expected = np.select(
-        [out["image"][..., 0] > 0.5, out["image"][..., 1] > 0.5], [7, 23], default=26
+        [out["image"][..., 0] > 127, out["image"][..., 1] > 127], [7, 23], default=26
     )
     agreement = (expected == out["mask"]).mean()
     assert agreement > 0.97
@@ -166,12 +173,68 @@ def test_flip_keeps_image_and_label_aligned():
 
 def test_augmentations_are_a_function_of_the_sample_seed(cityscapes_root):
     config = DataConfig(root=str(cityscapes_root), image_size=(32, 64))
-    train, _ = build_training_datasets(config, (0.5,) * 3, (0.25,) * 3)
+    train, _ = build_training_datasets(config)
     first, again, other = train[(2, 11)], train[(2, 11)], train[(2, 12)]
     train[(5, 99)]  # an unrelated sample in between changes nothing
     assert torch.equal(first["image"], again["image"])
     assert torch.equal(first["target"], train[(2, 11)]["target"])
     assert not torch.equal(first["image"], other["image"])
+
+
+def test_samples_ship_uint8_hwc_a_quarter_of_float32s_bytes(cityscapes_root):
+    """Workers ship the transforms' uint8 (H, W, 3) images as they are: no normalization and
+    no CHW transposition on the CPU, and a quarter of the bytes of float32 (3, H, W)."""
+    config = DataConfig(root=str(cityscapes_root), image_size=(32, 64))
+    train, val = build_training_datasets(config)
+    items = [train[(0, 5)], train[(1, 6)]]
+    for item in [*items, val[0]]:
+        image = item["image"]
+        assert image.dtype == torch.uint8 and image.shape == (32, 64, 3)
+        assert image.is_contiguous()
+        assert image.nbytes * 4 == torch.empty(3, 32, 64, dtype=torch.float32).nbytes
+    batch = default_collate(items)
+    assert batch["image"].shape == (2, 32, 64, 3) and batch["image"].dtype == torch.uint8
+
+
+def test_a_transform_that_normalizes_is_refused(cityscapes_root):
+    """A Normalize left in a pipeline would be applied twice, once more on the device."""
+    samples = find_cityscapes(cityscapes_root, "val")[:1]
+    scheme = get_scheme("cityscapes", "categories")
+    transform = A.Compose([A.Normalize()])
+    dataset = SegmentationDataset(samples, scheme, transform, label_reader("cityscapes"))
+    with pytest.raises(TypeError, match="uint8"):
+        dataset[0]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_device_normalization_equals_the_old_cpu_normalization(cityscapes_root, channels_last):
+    """The engine's to_device (training and validation) gives what the datasets gave before
+    uint8 (the same augmentations, then albumentations' Normalize with the encoder's mean and
+    std, CHW) up to float rounding, in the model's memory layout."""
+    mean, std = encoder_normalization("resnext50")
+    config = DataConfig(root=str(cityscapes_root), image_size=(32, 64))
+    train, _ = build_training_datasets(config)
+    seeds = [(index, 40 + index) for index in range(4)]
+    batch = default_collate([train[item] for item in seeds])
+    training = SimpleNamespace(
+        config=SimpleNamespace(model=SimpleNamespace(channels_last=channels_last)),
+        device=torch.device("cpu"),
+        normalizer=Normalizer(mean, std),
+    )
+    images, target = to_device(batch, training)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    assert images.dtype == torch.float32 and images.shape == (4, 3, 32, 64)
+    assert images.is_contiguous(memory_format=memory_format)
+    old = A.Compose(
+        [*train.transform.transforms, A.Normalize(mean=mean, std=std, max_pixel_value=255.0)]
+    )
+    for position, (index, seed) in enumerate(seeds):
+        old.set_random_seed(seed)
+        sample = train.samples[index]
+        out = old(image=read_rgb(sample.image_path), mask=read_label_ids(sample.label_path))
+        expected = torch.from_numpy(out["image"].transpose(2, 0, 1).copy())
+        assert torch.allclose(images[position], expected, rtol=0, atol=1e-6)
+        assert torch.equal(target[position], torch.from_numpy(train.scheme.encode(out["mask"])))
 
 
 def test_unknown_label_values_are_ignored_with_a_warning(cityscapes_root, tmp_path, caplog):
@@ -185,7 +248,7 @@ def test_unknown_label_values_are_ignored_with_a_warning(cityscapes_root, tmp_pa
     dataset = SegmentationDataset(
         [bad],
         scheme,
-        evaluation_transform(64, 128, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        evaluation_transform(64, 128),
         label_reader("cityscapes"),
     )
     with caplog.at_level(logging.WARNING):

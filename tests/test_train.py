@@ -157,6 +157,7 @@ def mean_gradient(config: dict) -> tuple[dict, dict]:
     each with its own statistics, as in the run's micro-batches)."""
     from segmentation.config import config_from_dict
     from segmentation.data.build import build_training_datasets, scheme_for
+    from segmentation.data.normalize import Normalizer
     from segmentation.losses import build_loss
     from segmentation.models import encoder_normalization, model_from_config
 
@@ -165,15 +166,14 @@ def mean_gradient(config: dict) -> tuple[dict, dict]:
     torch.manual_seed(resolved.train.seed)  # the run's seed: its initial weights
     model = model_from_config(resolved.model, scheme.num_outputs(resolved.model.head), None)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
-    images, _ = build_training_datasets(
-        resolved.data, *encoder_normalization(resolved.model.backbone)
-    )
+    images, _ = build_training_datasets(resolved.data)
     assert len(images) == 6
+    normalize = Normalizer(*encoder_normalization(resolved.model.backbone))
     loss_fn = build_loss(resolved.loss.name, scheme.num_classes)
     model.train()
     for index in range(len(images)):
         item = images[index]
-        logits = model(item["image"][None])
+        logits = model(normalize(item["image"][None].permute(0, 3, 1, 2)))
         (loss_fn(logits, item["target"][None].long()) / len(images)).backward()
     return initial, {name: p.grad.double() for name, p in model.named_parameters()}
 
@@ -336,6 +336,7 @@ def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path, small_config):
 def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
     from segmentation.config import config_from_dict
     from segmentation.data.build import build_training_datasets, scheme_for
+    from segmentation.data.normalize import Normalizer
     from segmentation.losses import build_loss
     from segmentation.metrics import ConfusionMatrix, predictions_from_logits
     from segmentation.models import encoder_normalization, model_from_config
@@ -345,7 +346,8 @@ def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
     model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
     model.load_state_dict(state["model"])
     model.eval().to(memory_format=torch.channels_last)
-    _, val = build_training_datasets(config.data, *encoder_normalization(config.model.backbone))
+    _, val = build_training_datasets(config.data)
+    normalize = Normalizer(*encoder_normalization(config.model.backbone))
     matrix = ConfusionMatrix(scheme.num_classes, "cpu")
     loss_fn = build_loss(config.loss.name, scheme.num_classes)
     # The shards and batches of the run: rank r scores images r, r + 2, ... two at a time.
@@ -356,9 +358,9 @@ def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
             total, count = 0.0, 0
             for start in range(0, len(indices), 2):
                 items = [val[i] for i in indices[start : start + 2]]
-                images = torch.stack([item["image"] for item in items])
+                images = torch.stack([item["image"] for item in items]).permute(0, 3, 1, 2)
                 target = torch.stack([item["target"] for item in items]).long()
-                logits = model(images.contiguous(memory_format=torch.channels_last))
+                logits = model(normalize(images, torch.channels_last))
                 total += loss_fn(logits, target).item() * len(items)
                 count += len(items)
                 matrix.update(predictions_from_logits(logits), target)

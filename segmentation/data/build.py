@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +55,11 @@ def find_samples(config: DataConfig, split: str) -> list[Sample]:
 
 
 def build_training_datasets(
-    config: DataConfig, mean: Sequence[float], std: Sequence[float]
+    config: DataConfig,
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """(train, val) datasets at the configured training size; val is resized, not augmented.
-    Every file's header is checked first: a broken one found after an epoch costs the epoch."""
+    Every file's header is checked first: a broken one found after an epoch costs the epoch.
+    Their images are uint8: the engine normalizes them on the device (data/normalize.py)."""
     scheme = scheme_for(config)
     train_samples, val_samples = find_samples(config, "train"), find_samples(config, "val")
     check_headers(train_samples + val_samples, config.dataset)
@@ -67,8 +68,6 @@ def build_training_datasets(
     train_transform = training_transform(
         height,
         width,
-        mean,
-        std,
         crop_scale=augment.crop_scale,
         hflip=augment.hflip,
         color=augment.color,
@@ -76,6 +75,6 @@ def build_training_datasets(
     )
     reader = label_reader(config.dataset)
     train = SegmentationDataset(train_samples, scheme, train_transform, reader)
-    val_transform = evaluation_transform(height, width, mean, std)
+    val_transform = evaluation_transform(height, width)
     val = SegmentationDataset(val_samples, scheme, val_transform, reader)
     return train, val

@@ -35,12 +35,16 @@ class Sample:
 
 
 class SegmentationDataset(Dataset):
-    """Samples -> dict(image (3, H, W) float32 normalized, target (H, W) uint8, index int).
+    """Samples -> dict(image (H, W, 3) uint8 RGB, target (H, W) uint8, index int).
+
+    Images stay uint8 and HWC, as the transforms leave them: a quarter of float32's bytes
+    through the DataLoader, and no layout change on the CPU. The model's device normalizes
+    them and views them as (B, 3, H, W) in one step (data/normalize.py, engine.loop.to_device).
 
     read_label: reads a label file into stored values (Cityscapes label ids, KITTI colour
         codes), which `scheme` maps to class indices or IGNORE_INDEX (see labels.py).
     transform: an albumentations pipeline applied as `transform(image=..., mask=...)`; it
-        must end with normalization and leave HWC float32 images.
+        must leave (H, W, 3) uint8 images (no Normalize).
     Unlabeled samples (label_path None) give no "target".
 
     An item may be an index or an (index, seed) pair: with a seed, the random augmentations of
@@ -71,7 +75,7 @@ class SegmentationDataset(Dataset):
         image = read_rgb(sample.image_path)
         if sample.label_path is None:
             transformed = self.transform(image=image)
-            return {"image": _to_chw_tensor(transformed["image"]), "index": index}
+            return {"image": _to_hwc_tensor(transformed["image"]), "index": index}
         stored = self.read_label(sample.label_path)
         _check_same_size(sample, stored, image)
         transformed = self.transform(image=image, mask=stored)
@@ -88,7 +92,7 @@ class SegmentationDataset(Dataset):
             )
         target = self.scheme.encode(np.ascontiguousarray(stored))
         return {
-            "image": _to_chw_tensor(transformed["image"]),
+            "image": _to_hwc_tensor(transformed["image"]),
             "target": torch.from_numpy(target),
             "index": index,
         }
@@ -102,9 +106,16 @@ def _check_same_size(sample: Sample, stored: np.ndarray, image: np.ndarray) -> N
         )
 
 
-def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float32 -> (3, H, W) contiguous tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+def _to_hwc_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> the same pixels as a contiguous tensor, without a copy for the
+    contiguous arrays that albumentations' OpenCV transforms return (a numpy view with
+    negative strides, which torch cannot wrap, would be copied)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise TypeError(
+            f"transforms must leave (H, W, 3) uint8 images, got {image.dtype} "
+            f"{image.shape}: a Normalize belongs on the device (data/normalize.py)"
+        )
+    return torch.from_numpy(np.ascontiguousarray(image))
 
 
 class FullResolutionDataset(Dataset):

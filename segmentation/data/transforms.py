@@ -1,20 +1,15 @@
 """Albumentations pipelines for training and evaluation.
 
 Geometry first, at the cost of one resize: the random crop is cut from the full frame and
-resized straight to the training size, so flips, colour changes and normalization touch only
-training-size pixels. Labels are always resized with nearest neighbour.
+resized straight to the training size, so flips and colour changes touch only training-size
+pixels. Labels are always resized with nearest neighbour. Images stay uint8: the model's device
+normalizes them (data/normalize.py), so that workers ship a quarter of float32's bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import albumentations as A
 import cv2
-
-
-def _normalize(mean: Sequence[float], std: Sequence[float]) -> A.Normalize:
-    return A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)
 
 
 def weather_transforms() -> list[A.BasicTransform]:
@@ -36,8 +31,6 @@ def weather_transforms() -> list[A.BasicTransform]:
 def training_transform(
     height: int,
     width: int,
-    mean: Sequence[float],
-    std: Sequence[float],
     *,
     crop_scale: tuple[float, float] = (0.81, 1.0),
     hflip: float = 0.5,
@@ -46,8 +39,7 @@ def training_transform(
 ) -> A.Compose:
     """The original project's augmentations: a random crop of about 0.9 of the frame's side
     (0.81 of its area), resized to height x width; a horizontal flip; one of brightness/contrast
-    or gamma; optionally weather; then normalization. Output: image (H, W, 3) float32, mask
-    (H, W)."""
+    or gamma; optionally weather. Output: image (H, W, 3) uint8, mask (H, W), not normalized."""
     aspect = width / height
     pipeline = [
         A.RandomResizedCrop(
@@ -68,17 +60,12 @@ def training_transform(
     ]
     if weather:
         pipeline += weather_transforms()
-    pipeline.append(_normalize(mean, std))
     return A.Compose(pipeline)
 
 
-def evaluation_transform(
-    height: int,
-    width: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> A.Compose:
-    """Resize to height x width (labels with nearest neighbour) and normalize."""
+def evaluation_transform(height: int, width: int) -> A.Compose:
+    """Resize to height x width (labels with nearest neighbour). Output: image (H, W, 3)
+    uint8, mask (H, W), not normalized."""
     return A.Compose(
         [
             A.Resize(
@@ -87,6 +74,5 @@ def evaluation_transform(
                 interpolation=cv2.INTER_LINEAR,
                 mask_interpolation=cv2.INTER_NEAREST,
             ),
-            _normalize(mean, std),
         ]
     )

@@ -246,7 +246,8 @@ def stop_agreed(training: Training) -> bool:
 @torch.no_grad()
 def validate(training: Training) -> tuple[dict, list]:
     """Loss and confusion-matrix metrics over the validation loader, reduced across processes,
-    and up to `train.log_images` (image, target, prediction) for the TensorBoard panel."""
+    and up to `train.log_images` (uint8 (H, W, 3) image, target, prediction) for the
+    TensorBoard panel."""
     model = training.bare_model  # DDP's forward would sync buffers; shards differ in length
     model.eval()
     if torch.distributed.is_initialized():
@@ -417,12 +418,17 @@ class LossSums:
 
 
 def to_device(batch: dict, training: Training) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, target) of a loader batch on the training device, in the model's layout."""
+    """(images, target) of a loader batch on the training device: images normalized float32
+    (B, 3, H, W) in the model's memory layout, target int64 (B, H, W).
+
+    The loader ships uint8 (B, H, W, 3), pinned for a GPU: a quarter of float32's bytes cross
+    to the device. There, `permute` views the batch as (B, 3, H, W) without a copy (its
+    strides are channels_last's), and one kernel converts, normalizes and lays it out."""
     memory_format = (
         torch.channels_last if training.config.model.channels_last else torch.contiguous_format
     )
-    images = batch["image"].to(training.device, non_blocking=True)
-    images = images.contiguous(memory_format=memory_format)
+    images = batch["image"].to(training.device, non_blocking=True).permute(0, 3, 1, 2)
+    images = training.normalizer(images, memory_format)
     target = batch["target"].to(training.device, non_blocking=True).long()
     return images, target
 

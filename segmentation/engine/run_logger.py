@@ -15,7 +15,7 @@ import torch
 
 from segmentation.data.labels import LabelScheme
 from segmentation.files import json_safe
-from segmentation.visualize import denormalize, overlay
+from segmentation.visualize import overlay
 
 logger = logging.getLogger("segmentation")
 
@@ -93,12 +93,7 @@ class RunLogger:
             scalars[f"val_IoU/{name}"] = scores["iou"]
             scalars[f"val_Dice/{name}"] = scores["dice"]
         self.scalars(scalars, state.epoch)
-        mean, std = training.normalization
-        self.images(
-            "val/input_truth_prediction",
-            panel_image(panel, training.scheme, mean, std),
-            state.epoch,
-        )
+        self.images("val/input_truth_prediction", panel_image(panel, training.scheme), state.epoch)
         self.flush()
         if self.enabled:
             best = f" (best {key}, saved best.pt)" if improved else ""
@@ -117,11 +112,12 @@ class RunLogger:
             )
 
 
-def panel_image(panel: list, scheme: LabelScheme, mean, std) -> np.ndarray:
-    """(N, H, 3W, 3) uint8: input, ground truth over input, prediction over input."""
+def panel_image(panel: list, scheme: LabelScheme) -> np.ndarray:
+    """(N, H, 3W, 3) uint8: input, ground truth over input, prediction over input. The inputs
+    are the loader's own uint8 (H, W, 3) images: shown as they are, nothing to undo."""
     rows = []
     for image, target, prediction in panel:
-        rgb = denormalize(image.float().numpy(), mean, std)
+        rgb = image.numpy()
         truth = overlay(rgb, target.numpy(), scheme)
         predicted = overlay(rgb, prediction.numpy().astype(np.uint8), scheme)
         rows.append(np.concatenate([rgb, truth, predicted], axis=1))

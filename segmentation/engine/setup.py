@@ -18,6 +18,7 @@ from segmentation.data.class_counts import pixel_counts
 from segmentation.data.dataset import SegmentationDataset
 from segmentation.data.labels import LabelScheme
 from segmentation.data.loading import make_loader
+from segmentation.data.normalize import Normalizer
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer, build_scheduler
 from segmentation.engine.resume import check_compatible, check_newest, check_resumable
@@ -69,11 +70,10 @@ def load_starting_point(
     return start
 
 
-def build_data(
-    config: Config, context: DistributedContext, mean: tuple, std: tuple
-) -> DataPipeline:
-    """Datasets, this process's shard of every epoch, and the loaders over them."""
-    train_set, val_set = build_training_datasets(config.data, mean, std)
+def build_data(config: Config, context: DistributedContext) -> DataPipeline:
+    """Datasets, this process's shard of every epoch, and the loaders over them. Their images
+    are uint8 (H, W, 3): `Training.normalizer` normalizes them on the device."""
+    train_set, val_set = build_training_datasets(config.data)
     batch_size, world_size = config.train.batch_size, context.world_size
     if len(train_set) < batch_size * world_size:
         raise UserError(
@@ -206,8 +206,7 @@ def build_training(
     """Everything one process of a run needs, checked before the run directory is made."""
     start = load_starting_point(config, resume, init_from)
     scheme = scheme_for(config.data)
-    mean, std = encoder_normalization(config.model.backbone)
-    data = build_data(config, context, mean, std)
+    data = build_data(config, context)
     run_directory = RunDirectory(Path(config.output_dir))
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
         run_directory.claim(resuming=start.resume is not None)
@@ -231,7 +230,7 @@ def build_training(
         val_loader=data.val_loader,
         train_sampler=data.train_sampler,
         context=context,
-        normalization=(tuple(mean), tuple(std)),
+        normalizer=Normalizer(*encoder_normalization(config.model.backbone)),
         run_directory=run_directory,
     )
     if start.resume is not None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from segmentation.config import Config
 from segmentation.data.labels import LabelScheme
+from segmentation.data.normalize import Normalizer
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.run_dir import RunDirectory
 from segmentation.engine.run_logger import RunLogger
@@ -60,7 +61,9 @@ class Training:
     run_logger: RunLogger | None = None
     state: TrainState = field(default_factory=TrainState)
     stop: StopRequest = field(default_factory=StopRequest)
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
+    # The encoder's input normalization, applied on the device to the loader's uint8 images
+    # (to_device); the default (mean 0, std 1) only scales them to [0, 1].
+    normalizer: Normalizer = field(default_factory=lambda: Normalizer((0.0,) * 3, (1.0,) * 3))
     run_directory: RunDirectory | None = None
     compile_pending: bool = False  # the first step of a compiled model is still to come
 

@@ -12,6 +12,7 @@ from segmentation.checkpoint import load_checkpoint
 from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
+from segmentation.data.normalize import Normalizer
 from segmentation.devices import autocast, resolve_amp
 from segmentation.errors import UserError
 from segmentation.inference.predict import (
@@ -39,8 +40,7 @@ class TrainedModel:
     device: torch.device
     amp: str = "off"  # the autocast mode the forward runs in: off | bf16 | fp16
     compiled: nn.Module | None = None  # torch.compile of `model`, when asked for
-    _scale: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _shift: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _normalizer: Normalizer | None = field(default=None, init=False, repr=False)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -48,16 +48,12 @@ class TrainedModel:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device -> normalized float32 on the model's device."""
-        images = images.to(self.device, non_blocking=True).float()
-        # Folded into one multiply-add: (x / 255 - mean) / std = x * scale + shift.
-        if self._scale is None:
-            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-            mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-            self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
-        images = torch.addcmul(self._shift, images, self._scale)
-        if self.config.model.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+        # The training engine's normalization (data/normalize.py): one multiply-add.
+        if self._normalizer is None:
+            self._normalizer = Normalizer(self.mean, self.std)
+        channels_last = self.config.model.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        return self._normalizer(images.to(self.device, non_blocking=True), memory_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of normalized images, in the chosen precision (probabilities are computed
