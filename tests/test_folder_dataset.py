@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -411,3 +413,21 @@ def test_resume_and_tensorboard(folder_root, tmp_path, small_config, capsys):
     capsys.readouterr()
     assert train.main(["--resume", str(run_dir / "last.pt"), "--epochs", "3"]) == 2
     assert "ignore_index 255 became 254" in one_error_line(capsys)
+
+
+def test_two_process_ddp(folder_root, tmp_path, small_config):
+    """Every rank reads the classes file; rank 0 saves them with the run."""
+    root = copy_root(folder_root, "rgb", tmp_path)
+    run_dir = tmp_path / "ddp"
+    config = folder_config(small_config, root, run_dir, train={"batch_size": 2})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += ["--standalone", str(repo / "train.py"), "--config", str(path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["state"]["step"] == 2  # 10 images: 5 per process, 2 full batches of 2
+    assert state["config"]["data"]["classes"]["mask_format"] == "rgb"
