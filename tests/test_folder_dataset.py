@@ -143,6 +143,23 @@ def test_headers_take_grey_index_masks_and_colour_rgb_masks(tmp_path):
     assert kind == "format" and "mask_format index" in message
 
 
+def test_the_sample_command_writes_either_format(tmp_path, capsys):
+    from segmentation.sample.generate import main
+
+    args = ["--height", "32", "--width", "64", "--train-per-city", "1", "--val-per-city", "1"]
+    assert main(["folder", str(tmp_path / "rgb"), "--mask-format", "rgb", *args]) == 0
+    assert "folder (rgb masks) tree" in capsys.readouterr().out
+    classes = yaml.safe_load((tmp_path / "rgb" / "classes.yaml").read_text())
+    assert (
+        classes["mask_format"] == "rgb" and [c["name"] for c in classes["classes"]] == CLASS_NAMES
+    )
+    masks = sorted((tmp_path / "rgb" / "masks" / "val").rglob("*.png"))
+    assert len(masks) == 3 and cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED).shape == (32, 64, 3)
+    with pytest.raises(SystemExit) as refused:
+        main(["folder", str(tmp_path / "png"), "--mask-format", "png"])
+    assert refused.value.code == 2 and "invalid choice: 'png'" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- bad input
 
 ONE_CLASS = "  - {name: road, color: [128, 64, 128]}\n"
