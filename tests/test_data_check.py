@@ -164,6 +164,10 @@ def test_a_missing_split_is_a_problem(folder_root, tmp_path, capsys):
     code, output = run_check(capsys, root, "--workers", 0)
     assert code == 1
     assert sections(output) == {"missing split folders": [f"no folder {root / 'images/val'}"]}
+    shutil.rmtree(root / "masks" / "train")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1 and f"no folder {root / 'masks/train'}" in output
+    assert re.search(r"^train +10 +0$", output, re.M)
 
 
 def test_a_broken_classes_file_is_one_line_with_exit_2(folder_root, tmp_path, capsys):

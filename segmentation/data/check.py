@@ -106,6 +106,8 @@ def _folder_inventory(root: Path, labels: str | None) -> Inventory:
                 inventory.problem("split", f"no folder {scan.images_dir}")
             continue
         inventory.splits[split] = scan.samples
+        if not scan.has_masks and split != "test":
+            inventory.problem("split", f"no folder {scan.masks_dir}")
         for first, second in scan.clashes:
             inventory.problem("clash", f"{first} and {second}: rename one")
         for image, mask in scan.missing:
@@ -316,9 +318,10 @@ class SplitTally:
 def tally(inventory: Inventory, results: list[PairResult]) -> dict[str, SplitTally]:
     """Per split counts; pair problems and per-file unknown pixels go into the inventory
     (problems) and the returned "unknown" lines."""
-    tallies = {split: SplitTally(images=len(s)) for split, s in inventory.splits.items()}
-    for samples, split in ((s, split) for split, s in inventory.splits.items()):
-        tallies[split].masks = sum(sample.label_path is not None for sample in samples)
+    tallies = {}
+    for split, samples in inventory.splits.items():
+        masks = sum(sample.label_path is not None for sample in samples)
+        tallies[split] = SplitTally(images=len(samples), masks=masks)
     for result in results:
         split = tallies[result.split]
         if result.problem is not None:
