@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
         )
-        results = Evaluator(trained, options).run(samples, label_reader(data_config.dataset))
+        results = Evaluator(trained, options).run(samples, label_reader(data_config))
         results["split"] = args.split
         print(format_table(results))
         if args.output_json:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--labels",
-        help="label scheme: categories, classes, official, road[,car...]; KITTI: road, lane",
+        help="label scheme: categories, classes, official, road[,car...]; KITTI: road, lane; "
+        "folder: all (its classes.yaml)",
     )
     parser.add_argument("--lr", type=float)
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")

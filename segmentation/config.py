@@ -30,7 +30,8 @@ from pydantic_core import PydanticCustomError
 
 from segmentation.errors import UserError
 
-Dataset = Literal["cityscapes", "kitti"]
+Dataset = Literal["cityscapes", "kitti", "folder"]
+MaskFormat = Literal["index", "rgb"]
 Arch = Literal["fpn", "unet"]
 Head = Literal["sigmoid", "softmax"]
 LossName = Literal["bce_dice", "ce"]
@@ -141,6 +142,21 @@ def _class_weights(value: Any) -> str | list[float] | None:
     return weights
 
 
+def _rgb_color(value: Any) -> tuple[int, int, int]:
+    # Exactly three integers: YAML reads 1.0 as a float and yes as a boolean, neither a colour.
+    numbers = value if isinstance(value, list | tuple) else ()
+    if len(numbers) == 3 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in numbers
+    ):
+        return tuple(numbers)
+    raise _reason("it should be 3 integers in 0..255 (red, green, blue), e.g. [128, 64, 128]")
+
+
+def _none_as_empty(value: Any) -> Any:
+    # `classes:` with nothing below it is null in YAML: an empty list, refused as such below.
+    return [] if value is None else value
+
+
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[FiniteFloat, BeforeValidator(_not_bool)]
 Positive = Annotated[Int, Field(ge=1)]
@@ -179,13 +195,65 @@ class AugmentConfig(_Section):
     weather: bool = False  # fog, rain, snow, sun flare or shadow
 
 
+class ClassEntry(_Section):
+    name: Text
+    color: Annotated[
+        tuple[int, int, int], PlainValidator(_rgb_color), PlainSerializer(lambda v: list(v))
+    ]
+
+
+class FolderClasses(_Section):
+    """The content of a folder dataset's ROOT/classes.yaml: the label scheme of the dataset.
+    A class's index (its id in index masks) is its position in `classes`."""
+
+    mask_format: Annotated[MaskFormat, Choice]
+    ignore_index: Annotated[Int, Field(ge=0, le=255)] = 255  # index masks: "no label here"
+    classes: Annotated[list[ClassEntry], BeforeValidator(_none_as_empty)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FolderClasses:
+        if not self.classes:
+            raise _line("classes is empty: list at least one {name: ..., color: [r, g, b]}")
+        if len(self.classes) > 255:
+            raise _line(
+                f"classes lists {len(self.classes)} classes: 8-bit masks hold at most 255 "
+                "(ids 0..254, 255 being ignore_index)"
+            )
+        for key in ("name", "color"):
+            seen: dict = {}
+            for index, entry in enumerate(self.classes):
+                value = getattr(entry, key)
+                if value in seen:
+                    shown = list(value) if key == "color" else repr(value)
+                    raise _line(
+                        f"classes[{seen[value]}] and classes[{index}] have the same {key} "
+                        f"{shown}: give each class its own {key}"
+                    )
+                seen[value] = index
+        if self.ignore_index < len(self.classes):
+            name = self.classes[self.ignore_index].name
+            raise _line(
+                f"ignore_index {self.ignore_index} is the id of class '{name}' (a class's id is "
+                "its position in the list, from 0): use 255 (or another value from "
+                f"{len(self.classes)} to 255)"
+            )
+        if self.mask_format == "rgb" and self.ignore_index != 255:
+            raise _line(
+                f"ignore_index {self.ignore_index} is for index masks: in rgb masks every colour "
+                "that no class has is ignored; remove ignore_index"
+            )
+        return self
+
+
 class DataConfig(_Section):
     dataset: Annotated[Dataset, Choice] = "cityscapes"
     root: Text = "data/cityscapes"
     # A scheme name, or label names; "road,car" stays one string, which get_scheme splits.
-    labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] = Field(
-        default_factory=lambda: ["categories"]
-    )
+    # Unset: categories; the folder dataset: all (its classes file is its scheme).
+    labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] | None = None
+    # Folder dataset: ROOT/classes.yaml, copied here when a run starts so that its config and
+    # checkpoints carry the classes (evaluation and inference need no dataset root).
+    classes: FolderClasses | None = None
     image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = (256, 512)
     train_split: Text = "train"
     val_split: Text = "val"
@@ -198,6 +266,24 @@ class DataConfig(_Section):
     skip_missing_labels: bool = False
     workers: Count = 4
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _labels_of_dataset(self) -> DataConfig:
+        if self.dataset != "folder":
+            if self.classes is not None:
+                raise _line(
+                    f"data.classes is for the folder dataset (copied from ROOT/classes.yaml), "
+                    f"not for {self.dataset}: remove it"
+                )
+            self.labels = self.labels or ["categories"]
+        elif self.labels not in (None, ["all"]):
+            raise _line(
+                f"data.labels={','.join(self.labels)!r} is not valid for the folder dataset: its "
+                "classes are those of ROOT/classes.yaml; set data.labels to all or leave it out"
+            )
+        else:
+            self.labels = ["all"]
+        return self
 
 
 class ModelConfig(_Section):
@@ -423,6 +509,53 @@ def config_from_dict(values: dict | None) -> Config:
         return Config.model_validate(values)
     except ValidationError as error:
         raise UserError(_one_line(error, values)) from None
+
+
+def _location(loc: tuple) -> str:
+    """A pydantic location as the user reads it in a classes file: classes[2].color."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _given_at(values: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            values = values[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return values
+
+
+def _classes_line(error: ValidationError, values: Any) -> str:
+    """The first problem of a classes file as one line naming the key, e.g. classes[2].color."""
+    first = error.errors(include_url=False)[0]
+    where = _location(first["loc"])
+    if first["type"] == "config_line":
+        return first["ctx"]["message"]
+    if first["type"] == "unknown_keys":
+        inside = f" in {where}" if where else ""
+        return (
+            f"unknown key(s) {first['ctx']['unknown']}{inside}: valid keys are "
+            f"{first['ctx']['valid']}"
+        )
+    if first["type"] == "missing":
+        return f"{where} is missing"
+    return f"{where}={_given_at(values, first['loc'])!r} is not valid: {_reason_text(first)}"
+
+
+def classes_from_dict(values: Any, source: str) -> FolderClasses:
+    """FolderClasses from the data of a classes file; UserError naming `source` and the key."""
+    if not isinstance(values, dict):
+        raise UserError(
+            f"{source} must hold a mapping with the keys mask_format, ignore_index and classes, "
+            f"not {'nothing' if values is None else 'a ' + type(values).__name__}"
+        )
+    try:
+        return FolderClasses.model_validate(values)
+    except ValidationError as error:
+        raise UserError(f"{source}: {' '.join(_classes_line(error, values).split())}") from None
 
 
 def _read_text(path: Path) -> str:

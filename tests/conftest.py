@@ -18,6 +18,7 @@ import yaml
 
 import train
 from segmentation.sample import generate_cityscapes, generate_kitti
+from segmentation.sample.folder import generate_folder
 
 # Two threads at most: the CI machine has two cores, and oversubscription makes tests crawl.
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -45,6 +46,32 @@ def cityscapes_root(tmp_path_factory) -> Path:
 def kitti_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kitti")
     generate_kitti(root, scale=0.2, train_per_category=5, test_per_category=1, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_root(tmp_path_factory) -> Callable[[str], Path]:
+    """`folder_root(mask_format)`: a 64x128 folder dataset (index or rgb masks) of the same
+    scenes: 10 train images (5 cities x 2), 6 val, 2 test without masks; every other image of
+    a city 112 pixels wide. Generated once per session and format; copy it before changing it."""
+    roots: dict[str, Path] = {}
+
+    def root(mask_format: str) -> Path:
+        if mask_format not in roots:
+            path = tmp_path_factory.mktemp(f"folder-{mask_format}")
+            generate_folder(
+                path,
+                mask_format=mask_format,
+                height=64,
+                width=128,
+                train_per_city=2,
+                val_per_city=2,
+                test_per_city=1,
+                seed=4,
+            )
+            roots[mask_format] = path
+        return roots[mask_format]
+
     return root
 
 

@@ -10,6 +10,13 @@ import numpy as np
 from segmentation.config import DataConfig
 from segmentation.data.cityscapes import find_cityscapes
 from segmentation.data.dataset import Sample, SegmentationDataset
+from segmentation.data.folder import (
+    dataset_classes,
+    find_folder,
+    folder_label_reader,
+    folder_scheme,
+    read_classes,
+)
 from segmentation.data.headers import check_headers
 from segmentation.data.io import read_label_ids
 from segmentation.data.kitti import find_kitti_road, read_kitti_codes
@@ -17,13 +24,38 @@ from segmentation.data.labels import LabelScheme, get_scheme
 from segmentation.data.transforms import evaluation_transform, training_transform
 
 
+def with_dataset_classes(config: DataConfig) -> DataConfig:
+    """A folder dataset's config with data.classes filled from ROOT/classes.yaml (checked
+    against the classes it carries already, on --resume), so that the run's config.yaml and
+    checkpoints hold the classes; other datasets' configs as they are."""
+    if config.dataset != "folder":
+        return config
+    return config.model_copy(update={"classes": dataset_classes(config)})
+
+
 def scheme_for(config: DataConfig) -> LabelScheme:
+    if config.dataset == "folder":
+        return folder_scheme(config.classes or read_classes(Path(config.root)))
     return get_scheme(config.dataset, config.labels)
 
 
-def label_reader(dataset: str) -> Callable[[Path], np.ndarray]:
-    """How a dataset's label files become stored label values."""
+def label_reader(data: DataConfig | str) -> Callable[[Path], np.ndarray]:
+    """How a dataset's label files become stored label values; the folder dataset's depend
+    on its classes, so it needs the data config, not only the dataset's name."""
+    dataset = data if isinstance(data, str) else data.dataset
+    if dataset == "folder":
+        if isinstance(data, str):
+            raise ValueError("label_reader needs the data config of a folder dataset")
+        return folder_label_reader(data.classes or read_classes(Path(data.root)))
     return read_kitti_codes if dataset == "kitti" else read_label_ids
+
+
+def label_kind(config: DataConfig) -> str:
+    """What the start-up header check expects of label files (see headers.py)."""
+    if config.dataset != "folder":
+        return config.dataset
+    classes = config.classes or read_classes(Path(config.root))
+    return f"folder:{classes.mask_format}"
 
 
 def find_samples(config: DataConfig, split: str) -> list[Sample]:
@@ -32,6 +64,13 @@ def find_samples(config: DataConfig, split: str) -> list[Sample]:
     """
     root = Path(config.root)
     skip = config.skip_missing_labels
+    if config.dataset == "folder":
+        dataset_classes(config)  # masks are read as these classes: the file must agree
+        named = {"train": config.train_split, "val": config.val_split}
+        labelled = split in named
+        return find_folder(
+            root, named.get(split, split), labelled=labelled, skip_missing_labels=skip
+        )
     if config.dataset == "kitti":
         mode = scheme_for(config).name
         return find_kitti_road(
@@ -62,7 +101,7 @@ def build_training_datasets(
     Their images are uint8: the engine normalizes them on the device (data/normalize.py)."""
     scheme = scheme_for(config)
     train_samples, val_samples = find_samples(config, "train"), find_samples(config, "val")
-    check_headers(train_samples + val_samples, config.dataset)
+    check_headers(train_samples + val_samples, label_kind(config))
     height, width = config.image_size
     augment = config.augment
     train_transform = training_transform(
@@ -73,7 +112,7 @@ def build_training_datasets(
         color=augment.color,
         weather=augment.weather,
     )
-    reader = label_reader(config.dataset)
+    reader = label_reader(config)
     train = SegmentationDataset(train_samples, scheme, train_transform, reader)
     val_transform = evaluation_transform(height, width)
     val = SegmentationDataset(val_samples, scheme, val_transform, reader)

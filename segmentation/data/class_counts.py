@@ -25,6 +25,9 @@ def default_cache_dir() -> Path:
 
 def _cache_key(samples: list[Sample], scheme: LabelScheme) -> str:
     digest = hashlib.sha1(f"{scheme.dataset}/{scheme.name}".encode())
+    # A folder dataset's scheme is its classes file: edited, it counts the same files anew.
+    digest.update(scheme.lookup.tobytes() + scheme.colors.tobytes())
+    digest.update("\n".join(scheme.class_names).encode())
     for sample in samples:
         stat = sample.label_path.stat()
         digest.update(f"{sample.label_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

@@ -28,14 +28,29 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_NO_LENGTH = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a segment
 
 PNG_COLOR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
-# What each dataset's label reader takes (see io.read_label_ids, io.read_label_rgb).
-_LABEL_COLOR_TYPES = {"cityscapes": (0,), "kitti": (2, 6)}
+# What each dataset's label reader takes (see io.read_label_ids, io.read_label_rgb, and
+# folder.py's readers for "folder:index" and "folder:rgb" masks; a palette PNG decodes to its
+# colours, which rgb masks can use and index masks cannot).
+_LABEL_COLOR_TYPES = {
+    "cityscapes": (0,),
+    "kitti": (2, 6),
+    "folder:index": (0,),
+    "folder:rgb": (2, 3, 6),
+}
 _LABEL_KINDS = {
     "cityscapes": (
         "a single-channel 8-bit PNG",
         "use the *_labelIds.png files (not *_color.png)",
     ),
     "kitti": ("an 8-bit RGB PNG", "use the original gt_image_2 files"),
+    "folder:index": (
+        "a single-channel 8-bit PNG",
+        "mask_format index needs class ids as 8-bit grey PNGs (colour masks: mask_format rgb)",
+    ),
+    "folder:rgb": (
+        "an 8-bit colour PNG",
+        "mask_format rgb needs colour masks (grey class-id masks: mask_format index)",
+    ),
 }
 _REPLACE = "copy the original from the dataset, or remove the image and its label"
 
@@ -108,50 +123,58 @@ def read_header(path: Path) -> ImageHeader:
     raise UserError(f"{path} is neither a PNG nor a JPEG ({file_kind(start)}): {_REPLACE}")
 
 
-def _label_problem(path: Path, label: ImageHeader, dataset: str) -> str | None:
+def _label_problem(path: Path, label: ImageHeader, dataset: str) -> tuple[str, str] | None:
     """Why a label file is not what `dataset`'s label reader takes, or None."""
     expected, advice = _LABEL_KINDS[dataset]
     if label.format != "PNG":
-        return (
+        return "not_png", (
             f"label {path} is not a PNG (it is a {label.format}): lossy compression changes "
             "label values, use the dataset's original label PNG"
         )
     if label.color_type not in _LABEL_COLOR_TYPES[dataset] or label.bit_depth != 8:
         found = f"{PNG_COLOR_TYPES.get(label.color_type, 'unknown')}, {label.bit_depth}-bit"
-        return f"label {path} is not {expected} (found {found}): {advice}"
+        return "format", f"label {path} is not {expected} (found {found}): {advice}"
     return None
 
 
-def _pair_problem(sample: Sample, dataset: str) -> str | None:
+def pair_problem(sample: Sample, dataset: str) -> tuple[str, str] | None:
+    """What is wrong with a sample's files, from their headers, or None: (kind, message),
+    kind "unreadable" (missing, empty, truncated, not an image), "not_png" (a label in another
+    format), "format" (a label of the wrong pixel format) or "size" (label and image differ).
+    `dataset`: the labels' kind, "cityscapes", "kitti", "folder:index" or "folder:rgb"."""
     try:
         image = read_header(sample.image_path)
         if sample.label_path is None:
             return None
         label = read_header(sample.label_path)
     except UserError as error:
-        return str(error)
+        return "unreadable", str(error)
     problem = _label_problem(sample.label_path, label, dataset)
     if problem is None and (label.width, label.height) != (image.width, image.height):
         problem = (
-            f"label {sample.label_path} is {label.width}x{label.height} but its image "
-            f"{sample.image_path} is {image.width}x{image.height}: the pair does not belong "
-            f"together; {_REPLACE}"
+            "size",
+            (
+                f"label {sample.label_path} is {label.width}x{label.height} but its image "
+                f"{sample.image_path} is {image.width}x{image.height}: the pair does not belong "
+                f"together; {_REPLACE}"
+            ),
         )
     return problem
 
 
 def check_headers(samples: Sequence[Sample], dataset: str) -> None:
-    """Read the header of every image and label of `samples` ("cityscapes" or "kitti"
-    labels), and check that each label is what the dataset's reader takes and has its image's
-    size. UserError naming the first broken file (and how many there are) on a problem."""
+    """Read the header of every image and label of `samples` ("cityscapes", "kitti",
+    "folder:index" or "folder:rgb" labels), and check that each label is what the dataset's
+    reader takes and has its image's size. UserError naming the first broken file (and how
+    many there are) on a problem."""
     if dataset not in _LABEL_KINDS:
         raise UserError(f"unknown dataset '{dataset}': use one of {', '.join(_LABEL_KINDS)}")
     problems = []
     progress = progress_bar(len(samples), "check data files", unit="pair")
     for sample in samples:
-        problem = _pair_problem(sample, dataset)
+        problem = pair_problem(sample, dataset)
         if problem is not None:
-            problems.append(problem)
+            problems.append(problem[1])
         progress.update()
     progress.close()
     if len(problems) == 1:

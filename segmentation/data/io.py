@@ -60,7 +60,7 @@ def file_kind(start: bytes) -> str:
     return "an unknown format"
 
 
-def _read_png(path: Path, flags: int) -> np.ndarray:
+def read_png(path: Path, flags: int) -> np.ndarray:
     """A label PNG, refused when the file is anything else: a JPEG renamed .png decodes, but
     its lossy compression has changed the label values."""
     try:
@@ -83,7 +83,7 @@ def _read_png(path: Path, flags: int) -> np.ndarray:
 
 def read_label_ids(path: Path) -> np.ndarray:
     """A single-channel 8-bit label PNG (e.g. Cityscapes *_labelIds.png) -> (H, W) uint8."""
-    label = _read_png(path, cv2.IMREAD_UNCHANGED)
+    label = read_png(path, cv2.IMREAD_UNCHANGED)
     if label.ndim != 2 or label.dtype != np.uint8:
         raise UserError(
             f"label file {path} is not a single-channel 8-bit image "
@@ -94,7 +94,7 @@ def read_label_ids(path: Path) -> np.ndarray:
 
 def read_label_rgb(path: Path) -> np.ndarray:
     """A colour label PNG (e.g. KITTI gt_image_2) -> (H, W, 3) uint8 RGB."""
-    return cv2.cvtColor(_read_png(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(read_png(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -52,7 +52,10 @@ class LabelScheme:
         or IGNORE_INDEX. Values beyond the table are out of the scheme.
     colors: (C, 3) uint8 RGB colour of each class, for colour masks and overlays.
     export_label_ids: (C,) uint8 Cityscapes label id written for each class when predictions
-        are exported for the official evaluator; None for KITTI.
+        are exported for the official evaluator; the class index itself for a folder dataset
+        (index masks); None for KITTI.
+    stored_ignore: a stored value outside the classes that marks "no label here" on purpose
+        (a folder dataset's ignore_index), so it is not counted as unknown.
     """
 
     name: str
@@ -61,6 +64,7 @@ class LabelScheme:
     colors: np.ndarray
     lookup: np.ndarray
     export_label_ids: np.ndarray | None
+    stored_ignore: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -91,18 +95,23 @@ class LabelScheme:
         known = self.known_values
         if int(stored.max(initial=0)) < known:
             return 0
-        return int(np.count_nonzero(stored >= known))
+        unknown = int(np.count_nonzero(stored >= known))
+        if self.stored_ignore is not None and self.stored_ignore >= known:
+            unknown -= int(np.count_nonzero(stored == self.stored_ignore))
+        return unknown
 
     @property
     def known_values(self) -> int:
+        if self.dataset == "folder":
+            return self.num_classes  # class ids are positions in the classes file
         return NUM_CITYSCAPES_LABEL_IDS if self.dataset == "cityscapes" else 4
 
     def to_label_ids(self, prediction: np.ndarray) -> np.ndarray:
         """Class indices (H, W) -> Cityscapes label ids (H, W) uint8 for the official evaluator."""
         if self.export_label_ids is None:
             raise UserError(
-                f"label ids exist only for Cityscapes schemes, not for the {self.dataset} "
-                f"'{self.name}' scheme: save 'color' or 'overlay' instead"
+                f"label ids exist only for Cityscapes and folder schemes, not for the "
+                f"{self.dataset} '{self.name}' scheme: save 'color' or 'overlay' instead"
             )
         return self.export_label_ids[prediction]
 

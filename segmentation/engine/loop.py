@@ -24,6 +24,7 @@ from torch import nn
 
 from segmentation.checkpoint import copy_checkpoint, save_checkpoint
 from segmentation.config import Config, check_amp_device, config_to_dict
+from segmentation.data.build import with_dataset_classes
 from segmentation.data.loading import progress_bar
 from segmentation.devices import autocast, native_bf16, resolve_amp
 from segmentation.engine.distributed import (
@@ -52,6 +53,8 @@ def train(config: Config, *, resume: Path | None = None, init_from: Path | None 
     check_amp_device(config)
     context = setup_distributed(config.train.device)
     try:
+        # The classes file of a folder dataset goes into the config that checkpoints carry.
+        config = config.model_copy(update={"data": with_dataset_classes(config.data)})
         training = build_training(with_resolved_amp(config, context), context, resume, init_from)
         try:
             return fit(training)

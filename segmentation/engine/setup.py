@@ -124,7 +124,7 @@ def class_weights(config: Config, train_set, scheme: LabelScheme) -> torch.Tenso
     if weights is None:
         return None
     if weights == "auto":
-        counts = pixel_counts(train_set.samples, scheme, label_reader(config.data.dataset))
+        counts = pixel_counts(train_set.samples, scheme, label_reader(config.data))
         return torch.as_tensor(class_weights_from_pixel_counts(counts), dtype=torch.float32)
     if isinstance(weights, str):
         raise UserError(f"loss.class_weights '{weights}' is not valid: use null, auto or a list")

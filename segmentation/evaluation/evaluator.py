@@ -3,7 +3,8 @@
 Every prediction is upsampled to its label's size before it is counted. Cityscapes schemes
 that contain the 19 evaluated classes report the official "IoU class" (with the evaluator's
 rules for ignored ids); the categories scheme adds the official category IoU; KITTI adds the
-devkit's MaxF/AP/PRE/REC/FPR/FNR per category.
+devkit's MaxF/AP/PRE/REC/FPR/FNR per category. A folder dataset has no official protocol: its
+scores are those of the confusion matrix over its classes, ignored pixels left out.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Evaluator:
         self.kitti = None
         if scheme.dataset == "cityscapes":
             self.cityscapes = CityscapesScores(device, export_label_ids=scheme.export_label_ids)
-        else:
+        elif scheme.dataset == "kitti":
             self.kitti = KittiRoadScores(device)
 
     def run(self, samples: list[Sample], read_label) -> dict:
@@ -124,7 +125,12 @@ class Evaluator:
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)
         class_maps = classes.to(torch.uint8).cpu().numpy()
-        if scheme.dataset == "cityscapes":
+        if scheme.dataset == "folder":
+            # Index masks under the ground truth's relative folder and stem: a folder dataset's
+            # masks/SPLIT, written as DIR/masks.
+            for class_map, sample in zip(class_maps, samples):
+                write_png(root / "masks" / f"{sample.name}.png", class_map)
+        elif scheme.dataset == "cityscapes":
             for class_map, sample in zip(class_maps, samples):
                 # {city}_{seq}_{frame}*.png under one folder: what the official evaluator finds.
                 path = root / "labelIds" / sample.group / f"{sample.name}_labelIds.png"
@@ -139,6 +145,8 @@ class Evaluator:
         if self.options.export_color:
             for class_map, sample in zip(class_maps, samples):
                 color_path = root / "color" / sample.group / f"{sample.name}_color.png"
+                if scheme.dataset == "folder":  # its names hold their folders already
+                    color_path = root / "color" / f"{sample.name}.png"
                 write_png(color_path, colorize(class_map, scheme))
 
     def _results(self, num_images: int) -> dict:

@@ -161,8 +161,10 @@ class Renderer:
         unknown = [kind for kind in options.save if kind not in SAVE_KINDS]
         if unknown:
             raise UserError(f"unknown --save {unknown}: use any of {', '.join(SAVE_KINDS)}")
-        if "labelIds" in options.save and trained.scheme.dataset != "cityscapes":
-            raise UserError("--save labelIds needs a Cityscapes model: use overlay or color")
+        if "labelIds" in options.save and trained.scheme.export_label_ids is None:
+            raise UserError(
+                "--save labelIds needs a Cityscapes or folder dataset model: use overlay or color"
+            )
         if not 0.0 <= options.alpha <= 1.0:
             raise UserError(f"--alpha must be within 0 and 1, got {options.alpha}")
         self.trained = trained

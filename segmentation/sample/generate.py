@@ -8,6 +8,7 @@ and noise, so a small network learns them quickly but not trivially. Everything 
 
     python -m segmentation.sample cityscapes DIR [--height 128 --width 256 ...]
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
+    python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
 File names and folders follow the real datasets' (see the README's Data section).
 """
@@ -354,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m segmentation.sample",
         description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
     )
-    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti}")
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti,folder}")
     city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
     city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     city.add_argument("--height", type=int, default=128, help="image height (default 128)")
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="write into a non-empty folder, replacing files of the same name",
         )
+    from segmentation.sample.folder import add_folder_parser  # it builds on this module
+
+    add_folder_parser(sub)
     return parser
 
 
@@ -400,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
+        if args.dataset == "folder":
+            from segmentation.sample.folder import generate_folder_from_args
+
+            print(generate_folder_from_args(args))
+            return
         if args.dataset == "cityscapes":
             summary = generate_cityscapes(
                 args.root,

@@ -1,0 +1,493 @@
+"""Check a dataset before training on it, in one pass over its files.
+
+    python -m segmentation.data.check ROOT [--dataset folder|cityscapes|kitti] [--plot FILE.png]
+
+Reports the images and masks of each split; images without masks and masks without images;
+unreadable, non-PNG and wrongly formatted masks; masks of another size than their image; mask
+values (or colours) outside the classes; and the share of each class's pixels per split. Images
+are checked from their headers (format, size, a PNG's end), masks are decoded in full: their
+values are what is counted. Exit status 0 with the summary when nothing is wrong, 1 with each
+problem listed (the first 20 of each kind, then a count), 2 when the dataset cannot be read
+at all (no such layout, a broken classes.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segmentation.cli import run_guarded
+from segmentation.data import cityscapes, kitti
+from segmentation.data.dataset import Sample
+from segmentation.data.folder import (
+    RgbMaskReader,
+    folder_label_reader,
+    folder_scheme,
+    read_classes,
+    scan_split,
+)
+from segmentation.data.headers import pair_problem
+from segmentation.data.io import read_label_ids
+from segmentation.data.labels import IGNORE_INDEX, LabelScheme, get_scheme
+from segmentation.data.loading import progress_bar
+from segmentation.errors import UserError
+
+DATASETS = ("folder", "cityscapes", "kitti")
+LISTED = 20  # problems shown of each kind; the rest are counted
+# Problem kinds, in the order they are listed, and their headings.
+PROBLEMS = {
+    "split": "missing split folders",
+    "clash": "images that would share one mask",
+    "missing": "images without masks",
+    "orphan": "masks without images",
+    "not_png": "masks that are not PNG",
+    "unreadable": "unreadable files",
+    "format": "masks of the wrong pixel format",
+    "size": "masks of another size than their image",
+}
+
+
+@dataclass
+class Inventory:
+    """What discovery found: the samples of each split, and the problems of pairing."""
+
+    dataset: str
+    root: Path
+    scheme: LabelScheme
+    label_kind: str  # for headers.pair_problem
+    reader: Callable[[Path], np.ndarray]
+    description: str
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def problem(self, kind: str, message: str) -> None:
+        self.problems.setdefault(kind, []).append(message)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def detect_dataset(root: Path) -> str:
+    """The layout of ROOT: a classes file is a folder dataset; else Cityscapes or KITTI."""
+    if (root / "classes.yaml").is_file():
+        return "folder"
+    if (root / "leftImg8bit").is_dir():
+        return "cityscapes"
+    if (root / "data_road").is_dir() or (root / "training" / "image_2").is_dir():
+        return "kitti"
+    return "folder"  # whose missing classes file is then the error
+
+
+def _folder_inventory(root: Path, labels: str | None) -> Inventory:
+    if labels not in (None, "all"):
+        raise UserError(f"--labels {labels}: a folder dataset's classes are its classes.yaml")
+    classes = read_classes(root)
+    inventory = Inventory(
+        "folder",
+        root,
+        folder_scheme(classes),
+        f"folder:{classes.mask_format}",
+        folder_label_reader(classes),
+        f"folder dataset {root}: {len(classes.classes)} classes, {classes.mask_format} masks",
+    )
+    for split in ("train", "val", "test"):
+        scan = scan_split(root, split)
+        if not scan.images_dir.is_dir():
+            if split != "test":
+                inventory.problem("split", f"no folder {scan.images_dir}")
+            continue
+        inventory.splits[split] = scan.samples
+        if not scan.has_masks and split != "test":
+            inventory.problem("split", f"no folder {scan.masks_dir}")
+        for first, second in scan.clashes:
+            inventory.problem("clash", f"{first} and {second}: rename one")
+        for image, mask in scan.missing:
+            inventory.problem("missing", f"{image}: no {mask}")
+        for path in scan.orphans:
+            inventory.problem("orphan", f"{path}: no image of that name in {scan.images_dir}")
+        for path in scan.not_png:
+            inventory.problem("not_png", f"{path}: masks must be PNG files")
+    return inventory
+
+
+def _pair_files(inventory: Inventory, split: str, pairs: list, labels: list[Path]) -> None:
+    """Record a split of (image, label path, name, group) pairs: existing labels pair, the
+    others are missing, and labels no image claimed are orphans."""
+    samples, claimed = [], set()
+    for image, label, name, group in pairs:
+        if label.is_file():
+            claimed.add(label)
+            samples.append(Sample(image, label, name, group))
+        else:
+            inventory.problem("missing", f"{image}: no {label}")
+    for label in labels:
+        if label not in claimed:
+            inventory.problem("orphan", f"{label}: its image is missing")
+    inventory.splits[split] = samples
+
+
+def _cityscapes_inventory(root: Path, labels: str | None) -> Inventory:
+    if not (root / "leftImg8bit").is_dir():
+        raise UserError(f"no folder {root / 'leftImg8bit'}: expected {cityscapes.LAYOUT}")
+    scheme = get_scheme("cityscapes", labels or "classes")
+    description = f"Cityscapes {root}: the '{scheme.name}' scheme, {scheme.num_classes} classes"
+    inventory = Inventory("cityscapes", root, scheme, "cityscapes", read_label_ids, description)
+    splits = (("train", "gtFine"), ("val", "gtFine"), ("test", "gtFine"))
+    for split, annotation in (*splits, ("train_extra", "gtCoarse")):
+        images_dir = root / "leftImg8bit" / split
+        if not images_dir.is_dir():
+            if split in ("train", "val"):
+                inventory.problem("split", f"no folder {images_dir}")
+            continue
+        suffix = f"_{annotation}_labelIds.png"
+        pairs = []
+        for image in sorted(images_dir.glob(f"*/*{cityscapes.IMAGE_SUFFIX}")):
+            name = image.name.removesuffix(cityscapes.IMAGE_SUFFIX)
+            label = root / annotation / split / image.parent.name / f"{name}{suffix}"
+            pairs.append((image, label, name, image.parent.name))
+        labels_found = sorted((root / annotation / split).glob(f"*/*{suffix}"))
+        _pair_files(inventory, split, pairs, labels_found)
+    return inventory
+
+
+_KITTI_IMAGE = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
+_KITTI_GT = re.compile(r"^(um|umm|uu)_(road|lane)_(\d{6})\.png$")
+
+
+def _kitti_inventory(root: Path, labels: str | None) -> Inventory:
+    base = kitti.data_road_dir(root)
+    scheme = get_scheme("kitti", labels or "road")
+    mode = scheme.name
+    description = f"KITTI road {base}: {mode} ground truth"
+    inventory = Inventory("kitti", root, scheme, "kitti", kitti.read_kitti_codes, description)
+    gt_dir = base / "training" / "gt_image_2"
+    pairs = []
+    for folder, split in (("training", "training"), ("testing", "testing")):
+        images_dir = base / folder / "image_2"
+        if not images_dir.is_dir():
+            if split == "training":
+                inventory.problem("split", f"no folder {images_dir}")
+            continue
+        images = sorted(p for p in images_dir.iterdir() if _KITTI_IMAGE.match(p.name))
+        if split == "testing":
+            inventory.splits[split] = [
+                Sample(p, None, p.stem, p.stem.split("_")[0]) for p in images
+            ]
+            continue
+        for image in images:
+            category, index = _KITTI_IMAGE.match(image.name).groups()
+            if mode == "road" or category == "um":
+                label = gt_dir / f"{category}_{mode}_{index}.png"
+                pairs.append((image, label, image.stem, category))
+        found = sorted(gt_dir.glob(f"*_{mode}_*.png")) if gt_dir.is_dir() else []
+        labels_found = [p for p in found if _KITTI_GT.match(p.name)]
+        _pair_files(inventory, split, pairs, labels_found)
+    return inventory
+
+
+def discover(root: Path, dataset: str | None = None, labels: str | None = None) -> Inventory:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist")
+    dataset = dataset or detect_dataset(root)
+    builders = {
+        "folder": _folder_inventory,
+        "cityscapes": _cityscapes_inventory,
+        "kitti": _kitti_inventory,
+    }
+    return builders[dataset](root, labels)
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+@dataclass
+class PairResult:
+    split: str
+    problem: tuple[str, str] | None = None
+    classes: np.ndarray | None = None  # (256,) int64 pixels per target value (255: ignored)
+    unknown: int = 0  # pixels of values or colours outside the classes
+    examples: str = ""  # which values or colours those were
+
+
+_WORKER: dict = {}
+
+
+def _set_up_worker(scheme: LabelScheme, label_kind: str, reader: Callable) -> None:
+    cv2.setNumThreads(1)
+    _WORKER.update(scheme=scheme, label_kind=label_kind, reader=reader)
+
+
+def _histogram(values: np.ndarray) -> np.ndarray:
+    """(256,) int64 counts of uint8 values; OpenCV's histogram is 5x numpy's bincount, and
+    exact while a bin stays under 2**24 (its float32 counts)."""
+    if values.size >= 1 << 24:
+        return np.bincount(values.reshape(-1), minlength=256).astype(np.int64)
+    hist = cv2.calcHist([np.ascontiguousarray(values)], [0], None, [256], [0, 256])
+    return hist.reshape(-1).astype(np.int64)
+
+
+def _rgb_counts(reader: RgbMaskReader, path: Path, result: PairResult) -> None:
+    codes = reader.codes(path)
+    classes = np.take(reader.table(), codes)
+    result.classes = _histogram(classes)
+    result.unknown = int(result.classes[IGNORE_INDEX])
+    if result.unknown:
+        colours, counts = np.unique(codes[classes == IGNORE_INDEX], return_counts=True)
+        top = np.argsort(-counts)[:3]
+        rgb = [[int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255] for c in colours[top]]
+        result.examples = ", ".join(f"{c} x {int(n)}" for c, n in zip(rgb, counts[top]))
+
+
+def _index_counts(scheme: LabelScheme, stored: np.ndarray, result: PairResult) -> None:
+    stored_hist = _histogram(stored)
+    lookup = np.full(256, IGNORE_INDEX, np.int64)
+    lookup[: min(256, len(scheme.lookup))] = scheme.lookup[:256]
+    result.classes = np.bincount(lookup, weights=stored_hist, minlength=256).astype(np.int64)
+    outside = [
+        value
+        for value in range(scheme.known_values, 256)
+        if stored_hist[value] and value != scheme.stored_ignore
+    ]
+    result.unknown = int(stored_hist[outside].sum())
+    by_count = sorted(outside, key=lambda value: -stored_hist[value])[:3]
+    result.examples = ", ".join(f"value {v} x {int(stored_hist[v])}" for v in by_count)
+
+
+def _check_pair(split: str, sample: Sample) -> PairResult:
+    """One image/mask pair: headers, then the mask's values. Runs in a worker process."""
+    scheme, reader = _WORKER["scheme"], _WORKER["reader"]
+    result = PairResult(split, pair_problem(sample, _WORKER["label_kind"]))
+    if sample.label_path is None:
+        return result
+    try:
+        if isinstance(reader, RgbMaskReader):
+            _rgb_counts(reader, sample.label_path, result)
+        else:
+            _index_counts(scheme, reader(sample.label_path), result)
+    except UserError as error:
+        # A header already named: keep that line. Otherwise the pixel data is damaged.
+        result.problem = result.problem or ("unreadable", str(error))
+        result.classes = None
+    return result
+
+
+def run_pass(inventory: Inventory, workers: int) -> list[PairResult]:
+    """Check every sample, in `workers` processes (0: in this one), with a progress bar."""
+    tasks = [(split, sample) for split, samples in inventory.splits.items() for sample in samples]
+    setup = (inventory.scheme, inventory.label_kind, inventory.reader)
+    progress = progress_bar(len(tasks), "check", unit="pair")
+    results = []
+    if workers == 0:
+        _set_up_worker(*setup)
+        for task in tasks:
+            results.append(_check_pair(*task))
+            progress.update()
+    else:
+        # fork: the workers inherit the reader (and an rgb lookup table) instead of a copy each.
+        context = get_context("fork")
+        with ProcessPoolExecutor(workers, context, _set_up_worker, setup) as pool:
+            splits, samples = zip(*tasks) if tasks else ((), ())
+            for result in pool.map(_check_pair, splits, samples, chunksize=4):
+                results.append(result)
+                progress.update()
+    progress.close()
+    return results
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class SplitTally:
+    images: int = 0
+    masks: int = 0
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    unknown: int = 0
+
+
+def tally(inventory: Inventory, results: list[PairResult]) -> dict[str, SplitTally]:
+    """Per split counts; pair problems and per-file unknown pixels go into the inventory
+    (problems) and the returned "unknown" lines."""
+    tallies = {}
+    for split, samples in inventory.splits.items():
+        masks = sum(sample.label_path is not None for sample in samples)
+        tallies[split] = SplitTally(images=len(samples), masks=masks)
+    for result in results:
+        split = tallies[result.split]
+        if result.problem is not None:
+            inventory.problem(*result.problem)
+        if result.classes is not None:
+            split.pixels += result.classes
+            split.unknown += result.unknown
+    return tallies
+
+
+def unknown_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
+    """One line per mask with pixels outside the classes: the file, the count, examples."""
+    samples = [sample for s in inventory.splits.values() for sample in s]
+    return [
+        f"{sample.label_path}: {result.unknown} px ({result.examples})"
+        for sample, result in zip(samples, results)
+        if result.unknown
+    ]
+
+
+def _listing(heading: str, lines: list[str]) -> list[str]:
+    shown = [f"  {line}" for line in lines[:LISTED]]
+    if len(lines) > LISTED:
+        shown.append(f"  ... and {len(lines) - LISTED} more")
+    return [f"{heading} ({len(lines)}):", *shown]
+
+
+def format_summary(inventory: Inventory, tallies: dict[str, SplitTally]) -> str:
+    """Counts per split, then each class's share of each split's mask pixels."""
+    splits = list(tallies)
+    lines = [inventory.description, f"{'split':<12} {'images':>8} {'masks':>8}"]
+    lines += [f"{s:<12} {tallies[s].images:>8} {tallies[s].masks:>8}" for s in splits]
+    labelled = [s for s in splits if tallies[s].pixels.sum()]
+    if not labelled:
+        return "\n".join(lines)
+    names = [*inventory.scheme.class_names, "(ignored)", "(outside the classes)"]
+    width = max(22, *(len(name) for name in names))
+    lines += ["", "class pixel frequencies (% of each split's mask pixels)"]
+    lines.append(f"{'class':<{width}} " + " ".join(f"{s:>11}" for s in labelled))
+    shares = {s: _shares(inventory.scheme, tallies[s]) for s in labelled}
+    for row, name in enumerate(names):
+        cells = " ".join(f"{100 * shares[s][row]:>10.2f}%" for s in labelled)
+        lines.append(f"{name:<{width}} {cells}")
+    return "\n".join(lines)
+
+
+def _shares(scheme: LabelScheme, split: SplitTally) -> np.ndarray:
+    """Each class's share of the split's pixels, then the ignored and the unknown ones."""
+    counts = split.pixels[: scheme.num_classes]
+    ignored = split.pixels[IGNORE_INDEX] - split.unknown
+    total = max(1, int(split.pixels.sum()))
+    return np.array([*counts, ignored, split.unknown], np.float64) / total
+
+
+def format_problems(problems: dict[str, list[str]]) -> str:
+    lines = ["problems:"]
+    for kind, heading in PROBLEMS.items():
+        if problems.get(kind):
+            lines += _listing(heading, problems[kind])
+    return "\n".join(lines)
+
+
+def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path: Path) -> None:
+    """A bar chart of the class shares per split, each class in its colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scheme = inventory.scheme
+    labelled = [s for s in tallies if tallies[s].pixels.sum()]
+    names = list(scheme.class_names)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * max(1, len(labelled))), 4))
+    step = 0.8 / max(1, len(labelled))
+    colours = [tuple(c / 255 for c in colour) for colour in scheme.colors]
+    for position, split in enumerate(labelled):
+        shares = 100 * _shares(scheme, tallies[split])[: len(names)]
+        x = np.arange(len(names)) + (position - (len(labelled) - 1) / 2) * step
+        hatch = ["", "//", "..", "xx"][position % 4]
+        axis.bar(x, shares, step, color=colours, edgecolor="black", hatch=hatch)
+    axis.set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
+    axis.set_ylabel("% of the split's mask pixels")
+    axis.set_title(inventory.description, fontsize=9)
+    from matplotlib.patches import Patch
+
+    hatches = [
+        Patch(facecolor="white", edgecolor="black", hatch=["", "//", "..", "xx"][i % 4])
+        for i in range(len(labelled))
+    ]
+    axis.legend(hatches, labelled, title="split")
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as error:
+        raise UserError(f"cannot write --plot {path} ({error.strerror or error})") from None
+    finally:
+        plt.close(figure)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def check(root: Path, dataset: str | None, labels: str | None, plot: Path | None, workers: int):
+    """Run the check and print its report; returns the exit status (0 fine, 1 problems)."""
+    inventory = discover(root, dataset, labels)
+    results = run_pass(inventory, workers)
+    tallies = tally(inventory, results)
+    print(format_summary(inventory, tallies))
+    if plot is not None:
+        plot_frequencies(inventory, tallies, plot)
+        print(f"class frequencies plotted in {plot}")
+    unknown = unknown_lines(inventory, results)
+    if unknown:
+        total = sum(tally.unknown for tally in tallies.values())
+        what = "colours of no class" if inventory.label_kind == "folder:rgb" else "values"
+        heading = (
+            f"warning: {total} pixels in {len(unknown)} masks hold {what} outside the classes; "
+            "training ignores them. Per file"
+        )
+        print("\n".join(["", *_listing(heading, unknown)]))
+    if any(inventory.problems.values()):
+        print("\n" + format_problems(inventory.problems))
+        return 1
+    print("\nno problems found")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m segmentation.data.check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("root", type=Path, metavar="ROOT", help="the dataset's root folder")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help="its layout (default: folder if ROOT/classes.yaml exists, else found from ROOT)",
+    )
+    parser.add_argument(
+        "--labels",
+        help="the label scheme to count classes in (Cityscapes: default classes; KITTI: road "
+        "or lane, default road)",
+    )
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of the classes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes decoding masks (default: the CPUs, at most 8; 0: this process)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status = []
+
+    def run() -> None:
+        if args.workers < 0:
+            raise UserError(f"--workers must be 0 or more, got {args.workers}")
+        status.append(check(args.root, args.dataset, args.labels, args.plot, args.workers))
+
+    return run_guarded(run, debug=args.debug) or status[0]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

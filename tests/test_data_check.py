@@ -1,0 +1,219 @@
+"""python -m segmentation.data.check: a clean tree passes with its summary; in a tree where
+known problems were planted, exactly those are found; the Cityscapes and KITTI layouts too."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segmentation.data import check
+
+FIRST = "aachen/aachen_000000_000019"
+
+
+def run_check(capsys, *args) -> tuple[int, str]:
+    code = check.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def sections(output: str) -> dict[str, list[str]]:
+    """The listed problems of a report: heading -> listed lines (without the indent)."""
+    found: dict[str, list[str]] = {}
+    heading = None
+    for line in output.split("problems:", 1)[-1].splitlines():
+        match = re.fullmatch(r"(\S.*) \((\d+)\):", line)
+        if match:
+            heading = match.group(1)
+            found[heading] = []
+        elif heading and line.startswith("  "):
+            found[heading].append(line.strip())
+    return found
+
+
+def copy_root(source: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(source, tmp_path / "data"))
+
+
+def test_a_clean_folder_dataset_passes_with_its_summary(folder_root, tmp_path, capsys):
+    plot = tmp_path / "classes.png"
+    code, output = run_check(capsys, folder_root("index"), "--plot", plot, "--workers", 2)
+    assert code == 0, output
+    assert "8 classes, index masks" in output and "no problems found" in output
+    assert re.search(r"^train +10 +10$", output, re.M)
+    assert re.search(r"^val +6 +6$", output, re.M)
+    assert re.search(r"^test +2 +0$", output, re.M)
+    shares = [float(v) for v in re.findall(r"^\S.*? +([\d.]+)% +[\d.]+%$", output, re.M)]
+    assert len(shares) == 8 + 1 + 1 and sum(shares) == pytest.approx(100, abs=0.1)
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape[0] > 100
+
+
+def test_colours_outside_the_classes_are_one_warning_with_a_count_per_file(folder_root, capsys):
+    code, output = run_check(capsys, folder_root("rgb"), "--workers", 0)
+    assert code == 0, output
+    assert "rgb masks" in output
+    match = re.search(r"warning: (\d+) pixels in 16 masks hold colours of no class", output)
+    assert match, output
+    # The rgb sample's unknown colour (black) is where the index sample holds ignore_index.
+    ignored = 0
+    for mask in (folder_root("index") / "masks").rglob("*.png"):
+        ignored += int((cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) == 255).sum())
+    assert int(match.group(1)) == ignored
+    per_file = re.findall(r"^  \S+\.png: (\d+) px \(\[0, 0, 0\] x \d+\)$", output, re.M)
+    assert len(per_file) == 16 and sum(map(int, per_file)) == ignored
+
+
+def _write_jpeg(path: Path, pixels: np.ndarray) -> None:
+    ok, data = cv2.imencode(".jpg", pixels)
+    path.write_bytes(data.tobytes())
+
+
+def _damage_pixel_data(path: Path) -> None:
+    """Flip bytes inside the IDAT chunk: header and IEND intact, the pixels undecodable."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    for offset in range(start, start + 16):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def plant_problems(root: Path) -> dict[str, list[str]]:
+    """Plant one or two problems of each kind; returns the file each listing must name."""
+    masks, images = root / "masks", root / "images"
+    (masks / "train" / f"{FIRST}.png").unlink()
+    ghost = masks / "val" / "extra" / "ghost.png"
+    ghost.parent.mkdir()
+    shutil.copy(masks / "val" / "lindau" / "lindau_000001_000019.png", ghost)
+    bremen = masks / "train" / "bremen"
+    grey = cv2.imread(str(bremen / "bremen_000000_000019.png"), cv2.IMREAD_UNCHANGED)
+    (bremen / "bremen_000000_000019.png").unlink()
+    _write_jpeg(bremen / "bremen_000000_000019.jpg", grey)
+    _write_jpeg(bremen / "bremen_000001_000019.png", grey)  # a JPEG named .png
+    truncated = masks / "train" / "hamburg" / "hamburg_000000_000019.png"
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    empty = images / "val" / "lindau" / "lindau_000000_000019.png"
+    empty.write_bytes(b"")
+    damaged = masks / "train" / "hamburg" / "hamburg_000001_000019.png"
+    _damage_pixel_data(damaged)
+    colour = masks / "train" / "ulm" / "ulm_000000_000019.png"
+    cv2.imwrite(str(colour), cv2.cvtColor(cv2.imread(str(colour), 0), cv2.COLOR_GRAY2BGR))
+    resized = masks / "train" / "zurich" / "zurich_000000_000019.png"
+    cv2.imwrite(str(resized), cv2.imread(str(resized), cv2.IMREAD_UNCHANGED)[:60])
+    clash = images / "train" / "zurich" / "zurich_000001_000019.png"
+    shutil.copy(clash, clash.with_suffix(".jpg"))
+    outside = masks / "val" / "munster" / "munster_000000_000019.png"
+    values = cv2.imread(str(outside), cv2.IMREAD_UNCHANGED)
+    values[:2, :5] = 40
+    cv2.imwrite(str(outside), values)
+    return {
+        "images without masks": [str(images / "train" / f"{FIRST}.png")],
+        "masks without images": [str(ghost)],
+        "masks that are not PNG": [
+            str(bremen / "bremen_000000_000019.jpg"),
+            str(bremen / "bremen_000001_000019.png"),
+        ],
+        "unreadable files": [str(empty), str(truncated), str(damaged)],
+        "masks of the wrong pixel format": [str(colour)],
+        "masks of another size than their image": [str(resized)],
+        "images that would share one mask": [str(clash.with_suffix(".jpg"))],
+        "outside": [str(outside)],
+    }
+
+
+def test_each_planted_problem_is_found_and_nothing_else(folder_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    planted = plant_problems(root)
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1, output
+    found = sections(output)
+    outside = planted.pop("outside")
+    assert set(found) == set(planted), output
+    for heading, paths in planted.items():
+        listed = found[heading]
+        assert len(listed) == len(paths), (heading, listed)
+        for path in paths:
+            assert sum(path in line for line in listed) == 1, (heading, path, listed)
+    assert "warning: 10 pixels in 1 masks hold values outside the classes" in output
+    assert f"{outside[0]}: 10 px (value 40 x 10)" in output
+    # The counts still come: the two clashing images are set aside, two lack a PNG mask.
+    assert re.search(r"^train +9 +7$", output, re.M), output
+
+
+def test_a_long_listing_shows_twenty_then_a_count(folder_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    mask = root / "masks" / "val" / "lindau" / "lindau_000000_000019.png"
+    for index in range(25):
+        shutil.copy(mask, mask.with_name(f"ghost_{index:02d}.png"))
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1
+    listed = sections(output)["masks without images"]
+    assert "masks without images (25):" in output
+    assert len(listed) == 21 and listed[-1] == "... and 5 more"
+
+
+def test_a_missing_split_is_a_problem(folder_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    shutil.rmtree(root / "images" / "val")
+    shutil.rmtree(root / "masks" / "val")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1
+    assert sections(output) == {"missing split folders": [f"no folder {root / 'images/val'}"]}
+    shutil.rmtree(root / "masks" / "train")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1 and f"no folder {root / 'masks/train'}" in output
+    assert re.search(r"^train +10 +0$", output, re.M)
+
+
+def test_a_broken_classes_file_is_one_line_with_exit_2(folder_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    (root / "classes.yaml").write_text("mask_format: index\nclasses: []\n")
+    code, output = run_check(capsys, root)
+    assert code == 2
+    assert (
+        output.strip() == f"error: {root / 'classes.yaml'}: classes is empty: list at least "
+        "one {name: ..., color: [r, g, b]}"
+    )
+    (root / "classes.yaml").unlink()
+    code, output = run_check(capsys, root, "--dataset", "folder")
+    assert code == 2 and "classes.yaml is missing" in output
+
+
+def test_the_cityscapes_layout(cityscapes_root, tmp_path, capsys):
+    code, output = run_check(capsys, cityscapes_root, "--workers", 0)
+    assert code == 0, output
+    assert "Cityscapes" in output and "'classes' scheme, 20 classes" in output
+    assert re.search(r"^train +15 +15$", output, re.M)
+    assert re.search(r"^train_extra +2 +2$", output, re.M)
+    root = Path(shutil.copytree(cityscapes_root, tmp_path / "cityscapes"))
+    label = root / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png"
+    label.unlink()
+    ids = root / "gtFine" / "val" / "munster" / "munster_000000_000019_gtFine_labelIds.png"
+    values = cv2.imread(str(ids), cv2.IMREAD_UNCHANGED)
+    values[0, :3] = 50  # no Cityscapes label id
+    cv2.imwrite(str(ids), values)
+    code, output = run_check(capsys, root, "--dataset", "cityscapes", "--workers", 0)
+    assert code == 1
+    assert list(sections(output)) == ["images without masks"]
+    assert str(label) in sections(output)["images without masks"][0]
+    assert f"{ids}: 3 px (value 50 x 3)" in output
+
+
+def test_the_kitti_layout(kitti_root, tmp_path, capsys):
+    code, output = run_check(capsys, kitti_root, "--workers", 0)
+    assert code == 0, output
+    assert re.search(r"^training +15 +15$", output, re.M)
+    assert re.search(r"^testing +3 +0$", output, re.M)
+    assert re.search(r"^road +[\d.]+%$", output, re.M)
+    root = Path(shutil.copytree(kitti_root, tmp_path / "kitti"))
+    image = root / "data_road" / "training" / "image_2" / "um_000001.png"
+    image.unlink()
+    code, output = run_check(capsys, root, "--workers", 0, "--labels", "lane")
+    assert code == 1
+    gt = root / "data_road" / "training" / "gt_image_2" / "um_lane_000001.png"
+    assert sections(output) == {"masks without images": [f"{gt}: its image is missing"]}
