@@ -84,7 +84,7 @@ def test_rgb_and_index_masks_give_identical_targets(folder_root):
         for mask_format in ("index", "rgb")
     ]
     (index_train, index_val), (rgb_train, rgb_val) = (
-        build_training_datasets(config, (0.5,) * 3, (0.25,) * 3) for config in configs
+        build_training_datasets(config) for config in configs
     )
     assert len(index_train) == len(rgb_train) == 10 and len(index_val) == len(rgb_val) == 6
     for item in range(len(index_train)):
