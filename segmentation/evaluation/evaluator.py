@@ -9,6 +9,7 @@ devkit's MaxF/AP/PRE/REC/FPR/FNR per category.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +26,17 @@ from segmentation.evaluation.loop import evaluate
 from segmentation.files import json_safe
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions
-from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
+from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan, per_image_confusion
 from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)
+
+# fetch(i) -> image i of a batch as (image (H, W, 3) uint8 RGB, target (H, W) uint8 classes or
+# the ignore index, prediction (H, W) uint8 classes), on the host.
+FetchImage = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# Called once a batch with (sample indices, sample names, per-image confusion counts (B, C, C)
+# int64 on the host, fetch): what a report needs to rank images and draw the ones it keeps.
+ImageHook = Callable[[list[int], list[str], np.ndarray, FetchImage], None]
 
 
 @dataclass
@@ -38,6 +46,7 @@ class EvaluationOptions:
     export_color: bool = False
     batch_size: int = 2
     workers: int = 2
+    image_hook: ImageHook | None = None  # per-image counts for a report (evaluate.py --report)
 
 
 def _official_dice(cm_label_ids: np.ndarray, evaluated_ids: list[int]) -> np.ndarray:
@@ -97,7 +106,10 @@ class Evaluator:
 
         def predict(group: dict) -> tuple[torch.Tensor, torch.Tensor]:
             chosen = [samples[index] for index in group["index"]]
-            return self._score(group["image"], group["stored"], chosen)
+            classes, target = self._score(group["image"], group["stored"], chosen)
+            if options.image_hook is not None:
+                self._per_image(group, chosen, classes, target)
+            return classes, target
 
         evaluate(predict, groups, self.matrix, total=len(samples))
         return self._results(len(samples))
@@ -120,6 +132,25 @@ class Evaluator:
         if options.export_dir is not None:
             self._export(classes, probs, samples)
         return classes, self.lookup[stored]
+
+    def _per_image(
+        self, group: dict, samples: list[Sample], classes: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Hand the batch's per-image confusion counts to the image hook: one count on the
+        device, one copy to the host per batch (the NaN check waits for the device there
+        anyway). Pictures are copied only for the images the hook asks for."""
+        counts = per_image_confusion(classes, target, self.trained.scheme.num_classes)
+
+        def fetch(position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            image = group["image"][position].permute(1, 2, 0).cpu().numpy()
+            return (
+                np.ascontiguousarray(image),
+                target[position].to(torch.uint8).cpu().numpy(),
+                classes[position].to(torch.uint8).cpu().numpy(),
+            )
+
+        names = [sample.name for sample in samples]
+        self.options.image_hook(list(group["index"]), names, counts.cpu().numpy(), fetch)
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)
