@@ -25,18 +25,21 @@ WRONG = (255, 0, 0)
 IGNORED = (128, 128, 128)
 RIGHT_DIMMING = 0.35  # right pixels keep a dim copy of the image, so the scene stays readable
 GAP = 4  # white pixels between the tiles of a panel
-TILE_WIDTH = 384
+TILE_WIDTH = 512
 
 
-def error_map(image: np.ndarray, target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+def error_map(image: np.ndarray, wrong: np.ndarray, ignored: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: wrong pixels red, ignored ones grey, right ones the image dimmed.
 
-    image (H, W, 3) uint8 RGB; target (H, W) classes or IGNORE_INDEX; prediction (H, W)."""
-    shown = (image.astype(np.float32) * RIGHT_DIMMING).astype(np.uint8)
-    ignored = target == IGNORE_INDEX
-    shown[(target != prediction) & ~ignored] = WRONG
-    shown[ignored] = IGNORED
-    return shown
+    image (H, W, 3) uint8 RGB; wrong, ignored (H, W) float in [0, 1]: the share of each
+    pixel that is wrong or ignored (0 or 1 at full resolution, fractions once scaled down,
+    where a thin mistake still tints its pixel)."""
+    wrong = wrong[..., None].astype(np.float32)
+    ignored = ignored[..., None].astype(np.float32)
+    right = 1.0 - wrong - ignored
+    shown = image.astype(np.float32) * (RIGHT_DIMMING * right)
+    shown += wrong * np.float32(WRONG) + ignored * np.float32(IGNORED)
+    return np.clip(shown + 0.5, 0, 255).astype(np.uint8)
 
 
 def panel(
@@ -47,17 +50,34 @@ def panel(
     tile_width: int = TILE_WIDTH,
 ) -> np.ndarray:
     """(h, 4 * w + 3 * GAP, 3) uint8: input | ground truth | prediction | errors, each scaled
-    down to w = min(`tile_width`, width) (area averaging keeps thin mistakes visible). Ignored
-    ground truth is grey in the ground-truth tile too."""
-    truth = colorize(target, scheme)
-    truth[target == IGNORE_INDEX] = IGNORED
-    tiles = [image, truth, colorize(prediction, scheme), error_map(image, target, prediction)]
+    down by the smallest whole factor that makes it at most `tile_width` wide (whole factors
+    take OpenCV's fast area path: 2048 -> 512, KITTI's 1242 -> 414). Class maps are scaled by
+    nearest neighbour (exact class colours), the image and the error masks by area, so that
+    thin mistakes stay visible. Only the masks are computed at full resolution. Ignored ground
+    truth is grey in the ground-truth tile too."""
     height, width = target.shape
-    tile_width = min(tile_width, width)  # never enlarged: small images stay sharp
-    size = (tile_width, max(1, round(height * tile_width / width)))
-    small = [cv2.resize(tile, size, interpolation=cv2.INTER_AREA) for tile in tiles]
+    factor = max(1, math.ceil(width / tile_width))  # 1: small images are never enlarged
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+
+    def shrink(pixels: np.ndarray, nearest: bool = False) -> np.ndarray:
+        return cv2.resize(
+            pixels, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+        )
+
+    target = np.ascontiguousarray(target, np.uint8)
+    prediction = np.ascontiguousarray(prediction, np.uint8)
+    # 0 / 255 masks by OpenCV: a few times faster than numpy's booleans on 2 Mpixel maps.
+    ignored = cv2.compare(target, IGNORE_INDEX, cv2.CMP_EQ)
+    wrong = cv2.bitwise_and(cv2.compare(target, prediction, cv2.CMP_NE), cv2.bitwise_not(ignored))
+    small_target = shrink(target, nearest=True)
+    truth = colorize(small_target, scheme)
+    truth[small_target == IGNORE_INDEX] = IGNORED
+    predicted = colorize(shrink(prediction, nearest=True), scheme)
+    small_image = shrink(image)
+    masks = [shrink(mask) / np.float32(255.0) for mask in (wrong, ignored)]
+    tiles = [small_image, truth, predicted, error_map(small_image, *masks)]
     gap = np.full((size[1], GAP, 3), 255, np.uint8)
-    return np.concatenate([small[0], gap, small[1], gap, small[2], gap, small[3]], axis=1)
+    return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2], gap, tiles[3]], axis=1)
 
 
 @dataclass(frozen=True)
