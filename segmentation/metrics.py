@@ -224,3 +224,24 @@ class ConfusionMatrix:
                 for i, name in enumerate(names)
             },
         }
+
+
+class PerImageConfusionMatrix(ConfusionMatrix):
+    """A `ConfusionMatrix` that counts image by image: `update` keeps the batch's per-image
+    matrices (B, C, C) on the device in `last` and adds their sum, so that a report's
+    per-image counts and the matrix come from one pass over the pixels."""
+
+    def __init__(
+        self, num_classes: int, device: torch.device | str, ignore_index: int = IGNORE_INDEX
+    ) -> None:
+        super().__init__(num_classes, device, ignore_index)
+        self.last: torch.Tensor | None = None
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        if prediction.shape != target.shape:
+            super().update(prediction, target)  # its error message
+        device = self.matrix.device
+        self.last = per_image_confusion(
+            prediction.to(device), target.to(device), self.num_classes, self.ignore_index
+        )
+        self.matrix += self.last.sum(dim=0)

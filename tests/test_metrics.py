@@ -245,4 +245,7 @@ def test_per_image_confusion_counts_each_image_as_the_matrix_does():
         assert torch.equal(counts[image], alone.matrix)
         total.update(prediction[image : image + 1], target[image : image + 1])
     assert torch.equal(counts.sum(dim=0), total.matrix)
+    both = metrics.PerImageConfusionMatrix(4, "cpu")
+    both.update(prediction, target)
+    assert torch.equal(both.last, counts) and torch.equal(both.matrix, total.matrix)
     assert int(counts[1].sum()) == int((target[1] < 4).sum())

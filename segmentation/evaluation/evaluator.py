@@ -26,7 +26,12 @@ from segmentation.evaluation.loop import evaluate
 from segmentation.files import json_safe
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions
-from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan, per_image_confusion
+from segmentation.metrics import (
+    ConfusionMatrix,
+    PerImageConfusionMatrix,
+    mean_score,
+    none_if_nan,
+)
 from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)
@@ -85,7 +90,9 @@ class Evaluator:
         self.options = options
         scheme, device = trained.scheme, trained.device
         self.lookup = torch.as_tensor(scheme.lookup, device=device).long()
-        self.matrix = ConfusionMatrix(scheme.num_classes, device)
+        # With an image hook, the matrix counts image by image (one pass for both).
+        counting = PerImageConfusionMatrix if options.image_hook else ConfusionMatrix
+        self.matrix = counting(scheme.num_classes, device)
         self.cityscapes = None
         self.kitti = None
         if scheme.dataset == "cityscapes":
@@ -106,12 +113,14 @@ class Evaluator:
 
         def predict(group: dict) -> tuple[torch.Tensor, torch.Tensor]:
             chosen = [samples[index] for index in group["index"]]
-            classes, target = self._score(group["image"], group["stored"], chosen)
-            if options.image_hook is not None:
-                self._per_image(group, chosen, classes, target)
-            return classes, target
+            return self._score(group["image"], group["stored"], chosen)
 
-        evaluate(predict, groups, self.matrix, total=len(samples))
+        def counted(group: dict, classes: torch.Tensor, target: torch.Tensor) -> None:
+            names = [samples[index].name for index in group["index"]]
+            self._per_image(group, names, classes, target)
+
+        hook = counted if options.image_hook is not None else None
+        evaluate(predict, groups, self.matrix, total=len(samples), on_counted=hook)
         return self._results(len(samples))
 
     def _score(
@@ -134,12 +143,12 @@ class Evaluator:
         return classes, self.lookup[stored]
 
     def _per_image(
-        self, group: dict, samples: list[Sample], classes: torch.Tensor, target: torch.Tensor
+        self, group: dict, names: list[str], classes: torch.Tensor, target: torch.Tensor
     ) -> None:
-        """Hand the batch's per-image confusion counts to the image hook: one count on the
-        device, one copy to the host per batch (the NaN check waits for the device there
-        anyway). Pictures are copied only for the images the hook asks for."""
-        counts = per_image_confusion(classes, target, self.trained.scheme.num_classes)
+        """Hand the batch's per-image confusion counts, which the matrix has just counted, to
+        the image hook: one copy to the host per batch (the NaN check waits for the device
+        there anyway). Pictures are copied only for the images the hook asks for."""
+        counts = self.matrix.last
 
         def fetch(position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             image = group["image"][position].permute(1, 2, 0).cpu().numpy()
@@ -149,7 +158,6 @@ class Evaluator:
                 classes[position].to(torch.uint8).cpu().numpy(),
             )
 
-        names = [sample.name for sample in samples]
         self.options.image_hook(list(group["index"]), names, counts.cpu().numpy(), fetch)
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
