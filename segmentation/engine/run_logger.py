@@ -64,8 +64,9 @@ class RunLogger:
     ) -> None:
         """The confusion-matrix heatmap and the per-class IoU chart of the report, drawn from
         the validation pass's confusion matrix, and a KITTI scheme's PR curve from its counts.
-        About 0.3 s an epoch on the demo's 8 classes (matplotlib's import, once, about 0.5 s
-        more), nothing on the device."""
+        Measured on the demo config: 0.27-0.29 s an epoch for its 8 classes (0.75 s the first
+        epoch, matplotlib's import included), about 0.5 s for 20 classes; nothing on the
+        device."""
         if self.writer is None or pictures.confusion is None:
             return
         # Imported here: matplotlib's import is slow, and only the main process draws.

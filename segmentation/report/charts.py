@@ -63,7 +63,7 @@ def class_scores_figure(
     rgb = _rgb(colors)[order]
     rows = np.arange(len(order))
     height = 1.0 + 0.32 * len(order)
-    figure = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(8.4, height), dpi=DPI, layout="constrained")
     scores, shares = figure.subplots(1, 2, sharey=True, width_ratios=[3, 2])
     scores.barh(rows + 0.2, np.nan_to_num(iou_values[order]), 0.4, color=rgb, label="IoU")
     scores.barh(
@@ -71,8 +71,9 @@ def class_scores_figure(
     )
     for row, value in zip(rows, iou_values[order]):
         text = "n/a" if math.isnan(value) else f"{value:.3f}"
-        scores.text(min(np.nan_to_num(value), 0.85) + 0.01, row + 0.2, text, va="center")
-    scores.set(xlim=(0, 1), yticks=rows, xlabel="IoU (solid), Dice (light)")
+        scores.text(np.nan_to_num(value) + 0.01, row + 0.2, text, va="center", fontsize=8)
+    scores.set(xlim=(0, 1.12), xticks=np.linspace(0, 1, 6), yticks=rows)
+    scores.set_xlabel("IoU (solid), Dice (light)")
     scores.set_yticklabels([names[i] for i in order])
     # Bars take their class's colour: the legend shows the two kinds in grey.
     kinds = [Patch(color="#666666", label="IoU"), Patch(color="#666666", alpha=0.45, label="Dice")]

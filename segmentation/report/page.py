@@ -49,6 +49,8 @@ figure.sample { margin: 0 0 14px 0; }
 figure.sample figcaption { font-family: monospace; margin-bottom: 2px; }
 .tiles { display: grid; grid-template-columns: repeat(4, 1fr); font-size: 13px; color: #555; }
 .note { color: #555; font-size: 14px; }
+.row { display: flex; gap: 28px; align-items: flex-start; flex-wrap: wrap; }
+.row > * { flex: 0 1 auto; min-width: 0; }
 """
 
 
@@ -135,7 +137,7 @@ def _header(inputs: ReportInputs) -> str:
         ("label scheme", f"{results['labels']} ({inputs.scheme.num_classes} classes)"),
         ("images", str(results["images"])),
         ("TTA", results["tta"]),
-        ("precision", results.get("amp", "")),
+        ("autocast", results.get("amp", "")),
         ("date", inputs.created),
     ]
     rows = "".join(
@@ -207,7 +209,9 @@ def _class_section(folder: Path, inputs: ReportInputs) -> str:
         '<table><tr><th>class</th><th class="n">IoU</th><th class="n">Dice</th>'
         f'<th class="n">ground-truth pixels</th></tr>{rows}</table>'
     )
-    return f'<h2 id="classes">Per-class scores</h2>\n{image}\n{table}'
+    return (
+        f'<h2 id="classes">Per-class scores</h2>\n<div class="row"><div>{image}</div>{table}</div>'
+    )
 
 
 def _confusion_section(folder: Path, inputs: ReportInputs) -> str:
@@ -221,7 +225,7 @@ def _confusion_section(folder: Path, inputs: ReportInputs) -> str:
     return (
         '<h2 id="confusion">Confusion matrix</h2>\n<p class="note">Rows: ground truth; columns: '
         "prediction; each row is divided by its pixels (counted at full resolution).</p>\n"
-        f"{image}\n<h3>Top confusions</h3>\n{listing}"
+        f'<div class="row"><div>{image}</div><div><h3>Top confusions</h3>\n{listing}</div></div>'
     )
 
 
@@ -262,7 +266,7 @@ def _compare_section(folder: Path, inputs: ReportInputs) -> str:
     source = escape(str(other.get("checkpoint", "")))
     return (
         f'<h2 id="compare">Against {escape(inputs.compare_name)}</h2>\n'
-        f'<p class="note">{source}</p>\n{table}\n{image}'
+        f'<p class="note">{source}</p>\n<div class="row">{table}<div>{image}</div></div>'
     )
 
 
