@@ -3,6 +3,7 @@
     python evaluate.py --checkpoint runs/demo/best.pt
     python evaluate.py --checkpoint best.pt --data-root /data/cityscapes --tta multiscale \\
         --export-dir preds --output-json val.json
+    python evaluate.py --checkpoint best.pt --report report --compare old.json   # report/index.html
 
 The checkpoint carries its config (dataset, labels, model): no config file is needed.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
@@ -30,7 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-color", action="store_true", help="also export colour PNGs")
     parser.add_argument("--output-json", type=Path, help="write the scores as JSON")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output-json file"
+        "--report", type=Path, metavar="DIR", help="write an HTML report, DIR/index.html"
+    )
+    parser.add_argument(
+        "--report-images",
+        type=int,
+        default=8,
+        metavar="N",
+        help="the report shows the N worst and N best images by mIoU (default 8)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER.json",
+        help="an earlier evaluate.py JSON: the report adds per-class IoU deltas against it",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output-json file, write into a non-empty --report folder",
     )
     return parser
 
@@ -81,6 +101,24 @@ def check_outputs(args: argparse.Namespace) -> None:
                 f"export directory {args.export_dir} is not empty: choose a new --export-dir "
                 "(old predictions there would be scored too)"
             )
+    check_report_arguments(args)
+
+
+def check_report_arguments(args: argparse.Namespace) -> None:
+    if args.compare and not args.report:
+        raise UserError("--compare belongs to the report: add --report DIR")
+    if not args.report:
+        return
+    if args.report_images < 0:
+        raise UserError(f"--report-images must be 0 or more, got {args.report_images}")
+    check_new_folder(args.report, "--report")
+    if args.export_dir and args.report.resolve() == args.export_dir.resolve():
+        raise UserError("--report and --export-dir are one folder: give the report its own")
+    if args.report.is_dir() and any(args.report.iterdir()) and not args.overwrite:
+        raise UserError(
+            f"report folder {args.report} is not empty: choose a new --report, or add "
+            "--overwrite to write the report into it"
+        )
 
 
 def write_scores(results: dict, path: Path, overwrite: bool) -> None:
@@ -97,6 +135,42 @@ def write_scores(results: dict, path: Path, overwrite: bool) -> None:
     print(f"scores written to {path}")
 
 
+def write_report(args: argparse.Namespace, evaluator, keeper, results: dict, other) -> None:
+    """The report folder from the pass's counts and the images the keeper chose."""
+    from segmentation.evaluation.kitti_road import CATEGORIES
+    from segmentation.report.page import ReportInputs
+    from segmentation.report.page import write_report as write_page
+    from segmentation.report.summary import image_miou
+
+    histograms = None
+    if evaluator.kitti is not None:
+        counts = evaluator.kitti.histograms.cpu().numpy()
+        histograms = {name: (counts[i, 0], counts[i, 1]) for i, name in enumerate(CATEGORIES)}
+        histograms["overall"] = (counts[:, 0].sum(axis=0), counts[:, 1].sum(axis=0))
+    names, per_image = keeper.per_image()
+    worst, best = keeper.chosen()
+    inputs = ReportInputs(
+        results=results,
+        scheme=evaluator.trained.scheme,
+        confusion=evaluator.matrix.matrix.cpu().numpy(),
+        worst=worst,
+        best=best,
+        road_histograms=histograms,
+        compare=other,
+        compare_name=args.compare.name if args.compare else "",
+        created=datetime.now().astimezone().isoformat(sep=" ", timespec="seconds"),
+        image_scores=list(zip(names, image_miou(per_image).tolist())) if names else [],
+    )
+    try:
+        path = write_page(args.report, inputs)
+    except OSError as error:
+        raise UserError(
+            f"cannot write the report in {args.report} ({error.strerror or error}): free disk "
+            "space or choose another --report"
+        ) from None
+    print(f"report written to {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -106,12 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.devices import resolve_device
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
         from segmentation.inference.model import load_trained_model
+        from segmentation.report.images import ImageKeeper
+        from segmentation.report.summary import check_same_scheme, read_comparison
 
         prediction = prediction_options(args)
         check_outputs(args)
+        other = read_comparison(args.compare) if args.compare else None
         trained = load_trained_model(
             args.checkpoint, resolve_device(args.device), amp=args.amp, compile=args.compile
         )
+        if other is not None:
+            check_same_scheme(other, trained.scheme.dataset, trained.scheme.name, args.compare)
         data_config = trained.config.data
         if args.data_root:
             data_config = data_config.model_copy(update={"root": args.data_root})
@@ -123,18 +202,23 @@ def main(argv: list[str] | None = None) -> int:
         samples = find_samples(data_config, args.split)
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")
+        keeper = ImageKeeper(trained.scheme, args.report_images) if args.report else None
         options = EvaluationOptions(
             prediction=prediction,
             export_dir=args.export_dir,
             export_color=args.export_color,
             batch_size=args.batch_size,
             workers=args.workers,
+            image_hook=keeper.add_batch if keeper else None,
         )
-        results = Evaluator(trained, options).run(samples, label_reader(data_config))
+        evaluator = Evaluator(trained, options)
+        results = evaluator.run(samples, label_reader(data_config))
         results["split"] = args.split
         print(format_table(results))
         if args.output_json:
             write_scores(results, args.output_json, args.overwrite)
+        if keeper is not None:
+            write_report(args, evaluator, keeper, results, other)
         if args.export_dir and trained.scheme.dataset == "cityscapes":
             print(
                 f"label-id predictions in {args.export_dir / 'labelIds'}: the official evaluator "

@@ -111,6 +111,53 @@ def all_reduce_sum(tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def _pair_index(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    classes: int,
+    ignore_index: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """(B, H, W) int32 target * C + prediction on `device`; C * C where a pixel is not counted
+    (target or prediction outside 0..C-1, or the ignore index)."""
+    # int32 halves the memory traffic of these passes, the whole cost of an update on a CPU.
+    target = target.to(device, torch.int32)
+    prediction = prediction.to(device, torch.int32)
+    valid = target >= 0
+    valid &= target < classes
+    valid &= prediction >= 0
+    valid &= prediction < classes
+    if 0 <= ignore_index < classes:
+        valid &= target != ignore_index
+    index = target * classes
+    index += prediction
+    return index.masked_fill_(~valid, classes * classes)
+
+
+def per_image_confusion(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """One confusion matrix per image: (B, C, C) int64 on the tensors' device, counted as
+    `ConfusionMatrix.update` counts (their sum over B is its update). One count over the whole
+    batch and no wait for the device: the images' bins lie side by side, and uncounted pixels
+    go to one extra bin that is dropped."""
+    if prediction.shape != target.shape or prediction.dim() != 3:
+        raise UserError(
+            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must both "
+            "be (B, H, W)"
+        )
+    batch, square = prediction.shape[0], num_classes * num_classes
+    index = _pair_index(prediction, target, num_classes, ignore_index, prediction.device)
+    image = torch.arange(batch, device=index.device, dtype=torch.int32).view(batch, 1, 1)
+    # Counted pixels of image b land in bins b*C*C .. (b+1)*C*C-1; the others in B*C*C.
+    index = torch.where(index < square, index + image * square, batch * square)
+    counts = count_bins(index, batch * square + 1)[:-1]
+    return counts.view(batch, num_classes, num_classes)
+
+
 # --------------------------------------------------------------------------- accumulator
 
 
@@ -140,21 +187,9 @@ class ConfusionMatrix:
                 "in shape: resize the prediction to the target first"
             )
         classes = self.num_classes
-        device = self.matrix.device
-        # int32 halves the memory traffic of these passes, the whole cost of an update on a CPU.
-        target = target.to(device, torch.int32)
-        prediction = prediction.to(device, torch.int32)
-        valid = target >= 0
-        valid &= target < classes
-        valid &= prediction >= 0
-        valid &= prediction < classes
-        if 0 <= self.ignore_index < classes:
-            valid &= target != self.ignore_index
-        index = target * classes
-        index += prediction
-        # Uncounted pixels go to one extra bin, dropped below: masking them out instead
+        index = _pair_index(prediction, target, classes, self.ignore_index, self.matrix.device)
+        # Uncounted pixels went to one extra bin, dropped here: masking them out instead
         # (index[valid]) would make the size data-dependent and wait for the device.
-        index.masked_fill_(~valid, classes * classes)
         counts = count_bins(index, classes * classes + 1)[:-1]
         self.matrix += counts.view(classes, classes)
 
@@ -189,3 +224,24 @@ class ConfusionMatrix:
                 for i, name in enumerate(names)
             },
         }
+
+
+class PerImageConfusionMatrix(ConfusionMatrix):
+    """A `ConfusionMatrix` that counts image by image: `update` keeps the batch's per-image
+    matrices (B, C, C) on the device in `last` and adds their sum, so that a report's
+    per-image counts and the matrix come from one pass over the pixels."""
+
+    def __init__(
+        self, num_classes: int, device: torch.device | str, ignore_index: int = IGNORE_INDEX
+    ) -> None:
+        super().__init__(num_classes, device, ignore_index)
+        self.last: torch.Tensor | None = None
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        if prediction.shape != target.shape:
+            super().update(prediction, target)  # its error message
+        device = self.matrix.device
+        self.last = per_image_confusion(
+            prediction.to(device), target.to(device), self.num_classes, self.ignore_index
+        )
+        self.matrix += self.last.sum(dim=0)

@@ -1,5 +1,5 @@
-"""The architecture's boundaries: training and inference never import each other, and training
-never needs the sample generator."""
+"""The architecture's boundaries: training and inference never import each other, training
+never needs the sample generator, and the report (used by both) imports neither."""
 
 import subprocess
 import sys
@@ -22,10 +22,18 @@ def modules_loaded_by(module: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("segmentation.engine.loop", ("segmentation.inference", "segmentation.sample")),
+        # matplotlib too: training draws its charts only once an epoch, and imports it then.
+        (
+            "segmentation.engine.loop",
+            ("segmentation.inference", "segmentation.sample", "matplotlib"),
+        ),
         ("segmentation.inference.render", ("segmentation.engine",)),
         ("segmentation.inference.export", ("segmentation.engine",)),
         ("segmentation.evaluation.evaluator", ("segmentation.engine",)),
+        # The report serves both sides, so it may import neither.
+        ("segmentation.report.page", ("segmentation.engine", "segmentation.inference")),
+        ("segmentation.report.images", ("segmentation.engine", "segmentation.inference")),
+        ("segmentation.engine.run_logger", ("segmentation.inference",)),
     ],
 )
 def test_packages_keep_to_their_side(module, forbidden):

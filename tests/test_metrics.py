@@ -227,3 +227,25 @@ def test_update_path_never_synchronizes_a_cuda_device():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(matrix.matrix.cpu(), expected.matrix)
+
+
+def test_per_image_confusion_counts_each_image_as_the_matrix_does():
+    from segmentation.metrics import per_image_confusion
+
+    generator = torch.Generator().manual_seed(4)
+    prediction = torch.randint(0, 4, (3, 9, 11), generator=generator)
+    target = torch.randint(0, 5, (3, 9, 11), generator=generator)  # 4: outside the scheme
+    target[1, :4] = 255  # ignored
+    counts = per_image_confusion(prediction, target, 4)
+    assert counts.shape == (3, 4, 4) and counts.dtype == torch.int64
+    total = ConfusionMatrix(4, "cpu")
+    for image in range(3):
+        alone = ConfusionMatrix(4, "cpu")
+        alone.update(prediction[image : image + 1], target[image : image + 1])
+        assert torch.equal(counts[image], alone.matrix)
+        total.update(prediction[image : image + 1], target[image : image + 1])
+    assert torch.equal(counts.sum(dim=0), total.matrix)
+    both = metrics.PerImageConfusionMatrix(4, "cpu")
+    both.update(prediction, target)
+    assert torch.equal(both.last, counts) and torch.equal(both.matrix, total.matrix)
+    assert int(counts[1].sum()) == int((target[1] < 4).sum())

@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 import train
 from segmentation.checkpoint import load_checkpoint
@@ -67,10 +69,36 @@ def test_tensorboard_holds_scalars_and_the_image_panel(cityscapes_root, tmp_path
     assert {"val/loss", "val/mIoU", "val/mDice", "train/epoch_loss"} <= scalars
     assert {"val_IoU/flat", "val_Dice/vehicle", "train/epoch_images_per_second"} <= scalars
     assert [event.step for event in accumulator.Scalars("val/mIoU")] == [1, 2]
-    (image_tag,) = accumulator.Tags()["images"]
-    panel = accumulator.Images(image_tag)[-1]
+    images = {"val/input_truth_prediction", "val/confusion_matrix", "val/class_scores"}
+    assert set(accumulator.Tags()["images"]) == images
+    panel = accumulator.Images("val/input_truth_prediction")[-1]
     # one row per image: input, truth and prediction side by side
     assert panel.width == 3 * 64 and panel.height == 2 * 32
+    for tag in ("val/confusion_matrix", "val/class_scores"):
+        charts = accumulator.Images(tag)
+        assert [chart.step for chart in charts] == [1, 2]
+        assert charts[-1].width > 300 and charts[-1].height > 100
+        assert charts[-1].encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_kitti_validation_logs_the_road_pr_curve(kitti_root, tmp_path, small_config):
+    run_dir = tmp_path / "run"
+    data = {"dataset": "kitti", "labels": "road", "image_size": [32, 96]}
+    config = small_config(kitti_root, run_dir, data=data, train={"log_images": 0})
+    assert run_train("--config", write_config(tmp_path, config)) == 0
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0, "images": 0})
+    accumulator.Reload()
+    assert "val/pr_road" in accumulator.Tags()["tensors"]
+    (event,) = accumulator.Tensors("val/pr_road")
+    # TensorBoard's PR data: rows TP, FP, TN, FN, precision, recall; one column a threshold.
+    curve = tensor_util.make_ndarray(event.tensor_proto)
+    assert curve.shape == (6, 256) and event.step == 1
+    tp, fp, tn, fn, precision, recall = curve
+    positives, pixels = tp[0] + fn[0], tp[0] + fp[0] + tn[0] + fn[0]
+    assert positives > 0 and np.all(tp + fn == positives) and np.all(tp + fp + tn + fn == pixels)
+    assert recall[0] == 1.0 and np.all(np.diff(recall) <= 0)  # threshold 0: everything is road
+    assert {"val/confusion_matrix", "val/class_scores"} <= set(accumulator.Tags()["images"])
 
 
 def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, small_config):

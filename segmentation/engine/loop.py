@@ -25,6 +25,7 @@ from torch import nn
 from segmentation.checkpoint import copy_checkpoint, save_checkpoint
 from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.build import with_dataset_classes
+from segmentation.data.labels import IGNORE_INDEX
 from segmentation.data.loading import progress_bar
 from segmentation.devices import autocast, native_bf16, resolve_amp
 from segmentation.engine.distributed import (
@@ -33,7 +34,7 @@ from segmentation.engine.distributed import (
     setup_distributed,
 )
 from segmentation.engine.optim import is_stepped_per_iteration
-from segmentation.engine.run_logger import logger
+from segmentation.engine.run_logger import ValidationPictures, logger
 from segmentation.engine.setup import build_training, wrap_model
 from segmentation.engine.state import (
     NonFiniteLossError,
@@ -42,8 +43,9 @@ from segmentation.engine.state import (
     TrainingInterrupted,
 )
 from segmentation.errors import UserError
+from segmentation.evaluation.kitti_road import NUM_LEVELS, level_histograms
 from segmentation.evaluation.loop import evaluate
-from segmentation.metrics import ConfusionMatrix, predictions_from_logits
+from segmentation.metrics import ConfusionMatrix, all_reduce_sum, predictions_from_logits
 from segmentation.models import set_encoder_trainable
 
 
@@ -99,7 +101,7 @@ def fit(training: Training) -> dict:
                     training.stop.signal_number,
                     silent=not training.context.is_main,
                 )
-            metrics, panel = validate(training)
+            metrics, pictures = validate(training)
             step_schedule(training, val_loss=metrics["loss"])
             state.epoch += 1
             improved = metrics[config.key_metric] is not None and (
@@ -109,7 +111,7 @@ def fit(training: Training) -> dict:
                 state.best_metric = metrics[config.key_metric]
             save_epoch(training, metrics, improved)
             seconds = time.perf_counter() - started
-            training.run_logger.log_epoch(training, result, metrics, panel, seconds, improved)
+            training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
     return metrics
 
 
@@ -247,10 +249,11 @@ def stop_agreed(training: Training) -> bool:
 
 
 @torch.no_grad()
-def validate(training: Training) -> tuple[dict, list]:
+def validate(training: Training) -> tuple[dict, ValidationPictures]:
     """Loss and confusion-matrix metrics over the validation loader, reduced across processes,
-    and up to `train.log_images` (uint8 (H, W, 3) image, target, prediction) for the
-    TensorBoard panel."""
+    and what TensorBoard draws of them: up to `train.log_images` (uint8 (H, W, 3) image,
+    target, prediction) for the panel, the confusion matrix, and for KITTI schemes the positive
+    class's probability histograms (its precision-recall curve)."""
     model = training.bare_model  # DDP's forward would sync buffers; shards differ in length
     model.eval()
     if torch.distributed.is_initialized():
@@ -261,6 +264,10 @@ def validate(training: Training) -> tuple[dict, list]:
     loss_sum = torch.zeros(2, device=training.device, dtype=torch.float64)
     panel: list = []
     keep = training.config.train.log_images
+    # Only binary KITTI schemes get a PR curve: counted on the device, no wait for it.
+    road = None
+    if training.scheme.dataset == "kitti":
+        road = torch.zeros(2, NUM_LEVELS, dtype=torch.int64, device=training.device)
 
     def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         images, target = to_device(batch, training)
@@ -270,6 +277,9 @@ def validate(training: Training) -> tuple[dict, list]:
         loss_sum[0] += loss.double() * images.shape[0]
         loss_sum[1] += images.shape[0]
         predictions = predictions_from_logits(logits)
+        if road is not None:
+            positive = positive_probability(logits, training.config.model.head)
+            road.add_(level_histograms(positive, target == 1, target != IGNORE_INDEX).sum(0))
         for image, label, prediction in zip(batch["image"], batch["target"], predictions):
             if len(panel) < keep:
                 panel.append((image, label, prediction.cpu()))
@@ -279,9 +289,27 @@ def validate(training: Training) -> tuple[dict, list]:
     evaluate(predict, training.val_loader, matrix, show_progress=False)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(loss_sum)
+    if road is not None:
+        all_reduce_sum(road)
     metrics = matrix.compute(training.scheme.class_names)
     metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
-    return metrics, panel
+    pictures = ValidationPictures(
+        panel=panel,
+        confusion=matrix.matrix.cpu().numpy(),
+        road_histograms=None if road is None else road.cpu().numpy(),
+    )
+    return metrics, pictures
+
+
+def positive_probability(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """(B, H, W) float32 probability of class 1 of a binary scheme's logits: one sigmoid
+    channel, or two channels of a softmax (or sigmoid) head."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return logits[:, 0].sigmoid()
+    if head == "softmax":
+        return logits.softmax(dim=1)[:, 1]
+    return logits[:, 1].sigmoid()
 
 
 def save_epoch(training: Training, metrics: dict, improved: bool) -> None:

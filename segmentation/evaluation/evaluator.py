@@ -10,6 +10,7 @@ scores are those of the confusion matrix over its classes, ignored pixels left o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +27,22 @@ from segmentation.evaluation.loop import evaluate
 from segmentation.files import json_safe
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions
-from segmentation.metrics import ConfusionMatrix, mean_score, none_if_nan
+from segmentation.metrics import (
+    ConfusionMatrix,
+    PerImageConfusionMatrix,
+    mean_score,
+    none_if_nan,
+)
 from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)
+
+# fetch(i) -> image i of a batch as (image (H, W, 3) uint8 RGB, target (H, W) uint8 classes or
+# the ignore index, prediction (H, W) uint8 classes), on the host.
+FetchImage = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# Called once a batch with (sample indices, sample names, per-image confusion counts (B, C, C)
+# int64 on the host, fetch): what a report needs to rank images and draw the ones it keeps.
+ImageHook = Callable[[list[int], list[str], np.ndarray, FetchImage], None]
 
 
 @dataclass
@@ -39,6 +52,7 @@ class EvaluationOptions:
     export_color: bool = False
     batch_size: int = 2
     workers: int = 2
+    image_hook: ImageHook | None = None  # per-image counts for a report (evaluate.py --report)
 
 
 def _official_dice(cm_label_ids: np.ndarray, evaluated_ids: list[int]) -> np.ndarray:
@@ -77,7 +91,9 @@ class Evaluator:
         self.options = options
         scheme, device = trained.scheme, trained.device
         self.lookup = torch.as_tensor(scheme.lookup, device=device).long()
-        self.matrix = ConfusionMatrix(scheme.num_classes, device)
+        # With an image hook, the matrix counts image by image (one pass for both).
+        counting = PerImageConfusionMatrix if options.image_hook else ConfusionMatrix
+        self.matrix = counting(scheme.num_classes, device)
         self.cityscapes = None
         self.kitti = None
         if scheme.dataset == "cityscapes":
@@ -100,7 +116,12 @@ class Evaluator:
             chosen = [samples[index] for index in group["index"]]
             return self._score(group["image"], group["stored"], chosen)
 
-        evaluate(predict, groups, self.matrix, total=len(samples))
+        def counted(group: dict, classes: torch.Tensor, target: torch.Tensor) -> None:
+            names = [samples[index].name for index in group["index"]]
+            self._per_image(group, names, classes, target)
+
+        hook = counted if options.image_hook is not None else None
+        evaluate(predict, groups, self.matrix, total=len(samples), on_counted=hook)
         return self._results(len(samples))
 
     def _score(
@@ -121,6 +142,24 @@ class Evaluator:
         if options.export_dir is not None:
             self._export(classes, probs, samples)
         return classes, self.lookup[stored]
+
+    def _per_image(
+        self, group: dict, names: list[str], classes: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Hand the batch's per-image confusion counts, which the matrix has just counted, to
+        the image hook: one copy to the host per batch (the NaN check waits for the device
+        there anyway). Pictures are copied only for the images the hook asks for."""
+        counts = self.matrix.last
+
+        def fetch(position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            image = group["image"][position].permute(1, 2, 0).cpu().numpy()
+            return (
+                np.ascontiguousarray(image),
+                target[position].to(torch.uint8).cpu().numpy(),
+                classes[position].to(torch.uint8).cpu().numpy(),
+            )
+
+        self.options.image_hook(list(group["index"]), names, counts.cpu().numpy(), fetch)
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)

@@ -1,0 +1,11 @@
+"""What evaluate.py --report writes, and the charts TensorBoard shows during training.
+
+- `summary`: the numbers (row-normalized confusions, pixel shares, per-image mIoU, PR curves,
+  the comparison with an earlier JSON), pure numpy.
+- `charts`: matplotlib figures (Agg, no pyplot) as PNG bytes or RGB arrays.
+- `images`: input | ground truth | prediction | error-map panels, and the worst and best
+  images kept during the evaluation pass.
+- `page`: the report folder, index.html and its PNG files.
+
+It imports neither the engine nor the inference package: both sides use it.
+"""
