@@ -305,6 +305,8 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert run_cli("cityscapes", str(out), *tiny, "--overwrite").returncode == 0
+    label_coloured = run_cli("cityscapes", str(tmp_path / "easy"), *tiny, "--looks", "cityscapes")
+    assert label_coloured.returncode == 0, label_coloured.stderr
 
 
 @pytest.mark.parametrize(
@@ -315,6 +317,7 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
         ["cityscapes", "x", "--height", "tall"],
         ["cityscapes", "x", "--height", "8"],
         ["cityscapes", "x", "--train-per-city", "-1"],
+        ["cityscapes", "x", "--looks", "pastel"],
         ["kitti", "x", "--scale", "0"],
     ],
 )

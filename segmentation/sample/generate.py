@@ -200,11 +200,7 @@ def generate_cityscapes(
     class in its label colour); the labels do not depend on it. Writing into a non-empty
     ``root`` needs ``overwrite``.
     """
-    if height < 32 or width < 32:
-        raise UserError(f"images must be at least 32x32 pixels, got {height}x{width}")
-    if looks not in LOOKS:
-        raise UserError(f"looks must be one of {', '.join(LOOKS)}, got {looks!r}")
-    style = replace(CITYSCAPES, looks=looks)
+    style = _cityscapes_style(height, width, looks)
     _check_counts(
         train_per_city=train_per_city,
         val_per_city=val_per_city,
@@ -236,6 +232,15 @@ def generate_cityscapes(
             args = (root, style, sequence, shape, video_frames, FEATURES[s], seed)
             summary.files += _demo_video(*args)
     return summary
+
+
+def _cityscapes_style(height: int, width: int, looks: str) -> Style:
+    """The Cityscapes street style in ``looks``, once the image size and looks are checked."""
+    if height < 32 or width < 32:
+        raise UserError(f"images must be at least 32x32 pixels, got {height}x{width}")
+    if looks not in LOOKS:
+        raise UserError(f"looks must be one of {', '.join(LOOKS)}, got {looks!r}")
+    return replace(CITYSCAPES, looks=looks)
 
 
 def _cityscapes_image(

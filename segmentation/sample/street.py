@@ -1,4 +1,4 @@
-"""Rendering a synthetic street (``synthetic_world.World``) seen from one camera position.
+"""Rendering a synthetic street (``world.World``) seen from one camera position.
 
 Sky, far skyline, ground and the roadside planes are ray-cast per pixel or per column (numpy);
 things are drawn as polygons far to near; a depth buffer settles who hides whom.

@@ -1,6 +1,6 @@
 """Things that stand in the synthetic street: vehicles, people, two-wheelers, poles, trees, clutter.
 
-Each thing is a small dataclass placed in world coordinates (see ``synthetic_render``), with its
+Each thing is a small dataclass placed in world coordinates (see ``render``), with its
 random appearance fixed when it is made, so a video renders the same thing in every frame.
 ``draw(canvas)`` paints it with its label, a fresh instance id and textured colours.
 """

@@ -1,8 +1,8 @@
 """What a synthetic street is made of: label ids, palettes, camera styles and the ``World``.
 
-A ``World`` is a plain description in metres (axes in ``synthetic_render``), drawn at random by
-``synthetic_layout.sample_world`` and turned into an image for any camera position by
-``synthetic_street.render_world``: a video is the same world seen from a moving camera.
+A ``World`` is a plain description in metres (axes in ``render``), drawn at random by
+``layout.sample_world`` and turned into an image for any camera position by
+``street.render_world``: a video is the same world seen from a moving camera.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Palette:
         """The colour of something far away: natural looks fade it into the horizon's haze."""
         if not self.natural:
             return colour
-        return (0.65 * colour + 0.35 * horizon).astype(np.float32)
+        return (0.8 * colour + 0.2 * horizon).astype(np.float32)
 
     def sky(self) -> tuple[np.ndarray, np.ndarray]:
         """(zenith, horizon) colours of the sky's gradient."""
@@ -178,7 +178,7 @@ KITTI = {
     "uu": Style((1,), "none", 0.35, 1.92, 1.65, (0.42, 0.5), False, "natural", 0.5, 0.7),
 }
 
-# Things a layout can be asked to include for sure (see ``synthetic_layout.sample_world``).
+# Things a layout can be asked to include for sure (see ``layout.sample_world``).
 FEATURES = (
     "train",
     "bus",
@@ -219,7 +219,7 @@ class Plane:
 
 @dataclass
 class World:
-    """Everything in one street, in world metres (see ``synthetic_render`` for the axes)."""
+    """Everything in one street, in world metres (see ``render`` for the axes)."""
 
     style: Style
     palette: Palette
