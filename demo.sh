@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 .venv/bin/pip install -q -r requirements.txt
 if [ ! -d data/sample_cityscapes ]; then
     .venv/bin/python -m segmentation.sample cityscapes data/sample_cityscapes \
-        --train-per-city 16
+        --train-per-city 32
 fi
 run_dir="runs/demo-$(date +%Y%m%d-%H%M%S)"
 .venv/bin/python train.py --config configs/demo.yaml --output-dir "$run_dir"

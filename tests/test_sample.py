@@ -123,11 +123,12 @@ def test_cityscapes_images_and_fine_labels_are_valid(city_root):
         assert (annotation.imgHeight, annotation.imgWidth) == (64, 128)
         redrawn = np.array(createLabelImage(annotation, "ids"))
         assert (redrawn == label_ids).mean() > 0.95
-        # cv2 stores BGR: the sky must come out blue in RGB order
+        # cv2 stores BGR: the sky must come out blue in RGB order (natural skies are paler
+        # than the label colour, hazy near the horizon, but blue: swapped channels go red)
         sky = label_ids == 23
         if sky.sum() > 20:
             mean = image[sky].mean(axis=0)
-            assert mean[2] > mean[0] + 30
+            assert mean[2] > mean[0] + 15
         checked += 1
     assert checked == 2 * 5 + 3
 
@@ -304,6 +305,8 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert run_cli("cityscapes", str(out), *tiny, "--overwrite").returncode == 0
+    label_coloured = run_cli("cityscapes", str(tmp_path / "easy"), *tiny, "--looks", "cityscapes")
+    assert label_coloured.returncode == 0, label_coloured.stderr
 
 
 @pytest.mark.parametrize(
@@ -314,6 +317,7 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
         ["cityscapes", "x", "--height", "tall"],
         ["cityscapes", "x", "--height", "8"],
         ["cityscapes", "x", "--train-per-city", "-1"],
+        ["cityscapes", "x", "--looks", "pastel"],
         ["kitti", "x", "--scale", "0"],
     ],
 )

@@ -2,11 +2,13 @@
 road layouts.
 
 The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
-people, poles, signs and lights), painted in the Cityscapes class colours with texture, lighting
-and noise, so a small network learns them quickly but not trivially. Everything follows from
-``seed``: the same arguments give byte-identical files.
+people, poles, signs and lights), painted in natural colours with texture, lighting and noise, so
+that a model learns them from shapes and context, as on real images. ``--looks cityscapes``
+paints each class in its Cityscapes label colour instead, an easy task that a colour lookup
+largely solves; the labels are the same in both looks. Everything follows from ``seed``: the
+same arguments give byte-identical files.
 
-    python -m segmentation.sample cityscapes DIR [--height 128 --width 256 ...]
+    python -m segmentation.sample cityscapes DIR [--height 128 --width 256 --looks natural ...]
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -30,7 +32,7 @@ from segmentation.errors import UserError
 from segmentation.sample.layout import sample_world
 from segmentation.sample.render import Camera, finish_image
 from segmentation.sample.street import make_camera, render_world
-from segmentation.sample.world import CITYSCAPES, FEATURES, KITTI, ROAD
+from segmentation.sample.world import CITYSCAPES, FEATURES, KITTI, LOOKS, ROAD, Style
 
 # Cities of each split. The original project held out ulm, bremen and aachen of the train cities as
 # its validation set; hamburg and zurich then stay for training.
@@ -186,6 +188,7 @@ def generate_cityscapes(
     video_frames: int = 12,
     coarse: int = 0,
     seed: int = 0,
+    looks: str = "natural",
     overwrite: bool = False,
 ) -> Summary:
     """Write a synthetic Cityscapes tree under ``root`` (see the module docstring).
@@ -194,10 +197,11 @@ def generate_cityscapes(
     instanceIds (16-bit) and polygons; test labels are all zero like the real test set.
     ``video_frames`` frames per demoVideo sequence (stuttgart_00..02, frames from 1).
     ``coarse`` > 0 adds gtCoarse/ for train and val, and that many train_extra images per
-    train_extra city (with gtCoarse only). Writing into a non-empty ``root`` needs ``overwrite``.
+    train_extra city (with gtCoarse only). ``looks``: "natural" colours or "cityscapes" (each
+    class in its label colour); the labels do not depend on it. Writing into a non-empty
+    ``root`` needs ``overwrite``.
     """
-    if height < 32 or width < 32:
-        raise UserError(f"images must be at least 32x32 pixels, got {height}x{width}")
+    style = _cityscapes_style(height, width, looks)
     _check_counts(
         train_per_city=train_per_city,
         val_per_city=val_per_city,
@@ -221,20 +225,32 @@ def generate_cityscapes(
                 # Cycle the rarer classes through the images so every city has each of them.
                 featured = FEATURES[(i + 3 * c) % len(FEATURES)]
                 name = f"{city}_{i:06d}_{_FRAME:06d}"
-                args = (root, split, city, name, shape, featured, seed, margin)
+                args = (root, style, split, city, name, shape, featured, seed, margin)
                 summary.files += _cityscapes_image(*args)
     summary.images["demoVideo"] = len(VIDEO_SEQUENCES) * video_frames
     if video_frames:
         for s, sequence in enumerate(VIDEO_SEQUENCES):
-            summary.files += _demo_video(root, sequence, shape, video_frames, FEATURES[s], seed)
+            args = (root, style, sequence, shape, video_frames, FEATURES[s], seed)
+            summary.files += _demo_video(*args)
     return summary
 
 
-def _cityscapes_image(root: Path, split, city, name, shape, featured, seed, margin) -> int:
+def _cityscapes_style(height: int, width: int, looks: str) -> Style:
+    """The Cityscapes street style in ``looks``, once the image size and looks are checked."""
+    if height < 32 or width < 32:
+        raise UserError(f"images must be at least 32x32 pixels, got {height}x{width}")
+    if looks not in LOOKS:
+        raise UserError(f"looks must be one of {', '.join(LOOKS)}, got {looks!r}")
+    return replace(CITYSCAPES, looks=looks)
+
+
+def _cityscapes_image(
+    root: Path, style: Style, split, city, name, shape, featured, seed, margin
+) -> int:
     """One image with its gtFine (dummy zeros for test) and, with ``margin``, its gtCoarse
     (only gtCoarse for train_extra); returns the number of files written."""
     rng = _rng(seed, f"cityscapes/{split}/{name}")
-    world = sample_world(rng, CITYSCAPES, featured)
+    world = sample_world(rng, style, featured)
     image, canvas = _render(world, make_camera(world, *shape), rng)
     _write_png(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", image)
     files = 1
@@ -252,9 +268,11 @@ def _cityscapes_image(root: Path, split, city, name, shape, featured, seed, marg
     return files
 
 
-def _demo_video(root: Path, sequence: str, shape, frames: int, featured: str, seed: int) -> int:
+def _demo_video(
+    root: Path, style: Style, sequence: str, shape, frames: int, featured: str, seed: int
+) -> int:
     """Frames 1..frames of one demoVideo sequence: one street, the camera driving along it."""
-    world = sample_world(_rng(seed, f"cityscapes/demoVideo/{sequence}"), CITYSCAPES, featured)
+    world = sample_world(_rng(seed, f"cityscapes/demoVideo/{sequence}"), style, featured)
     for frame in range(frames):
         camera = make_camera(world, *shape, z=world.speed * frame)
         canvas = render_world(world, camera, frame)
@@ -376,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add gtCoarse/ and N train_extra images per city (default 0: none)",
     )
+    city.add_argument(
+        "--looks",
+        choices=LOOKS,
+        default="natural",
+        help="natural colours (default), or each class in its Cityscapes label colour: an easy "
+        "task a colour lookup largely solves; the labels are the same",
+    )
     kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
     kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     kitti.add_argument(
@@ -420,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 video_frames=args.video_frames,
                 coarse=args.coarse,
                 seed=args.seed,
+                looks=args.looks,
                 overwrite=args.overwrite,
             )
         else:

@@ -19,7 +19,6 @@ from segmentation.sample.world import (
     RAIL,
     ROAD,
     SIDEWALK,
-    SKY,
     TERRAIN,
     VEGETATION,
     WALL,
@@ -33,7 +32,13 @@ from segmentation.sample.world import (
 
 
 def _segment(rng, pal: Palette, kind: int, z0: float, z1: float, tall: float) -> Segment:
-    colour = pal.pick(rng, kind, 12.0)
+    height, pattern, windows, roughness = _segment_shape(rng, kind, tall)
+    colour, stripes = pal.facade(kind, pattern[4])
+    return Segment(z0, z1, kind, height, colour, pattern, stripes, windows, roughness)
+
+
+def _segment_shape(rng, kind: int, tall: float) -> tuple[float, tuple, bool, float]:
+    """(height, stripe pattern, windows, roughness) of a roadside segment of ``kind``."""
     if kind == BUILDING:
         floor, spacing = rng.uniform(2.8, 3.6), rng.uniform(1.8, 3.4)
         pattern = (
@@ -43,17 +48,17 @@ def _segment(rng, pal: Palette, kind: int, z0: float, z1: float, tall: float) ->
             rng.uniform(0.35, 0.65),
             rng.uniform(0.45, 0.75),
         )
-        return Segment(z0, z1, kind, rng.uniform(4.0, 18.0) * tall, colour, pattern, True, 0.06)
+        return rng.uniform(4.0, 18.0) * tall, pattern, True, 0.06
     if kind == WALL:
         pattern = (rng.uniform(0.4, 0.8), 0.1, rng.uniform(2.0, 4.0), 0.05, 0.8)
-        return Segment(z0, z1, kind, rng.uniform(1.2, 3.2), colour, pattern, False, 0.08)
+        return rng.uniform(1.2, 3.2), pattern, False, 0.08
     if kind == FENCE:
         pattern = (rng.uniform(0.8, 1.4), 0.12, rng.uniform(0.15, 0.4), 0.4, 0.65)
-        return Segment(z0, z1, kind, rng.uniform(1.0, 2.3), colour, pattern, False, 0.08)
+        return rng.uniform(1.0, 2.3), pattern, False, 0.08
     if kind == GUARD_RAIL:
-        return Segment(z0, z1, kind, 0.85, colour, (0.85, 0.45, 2.0, 0.06, 0.7), False, 0.05)
+        return 0.85, (0.85, 0.45, 2.0, 0.06, 0.7), False, 0.05
     height = rng.uniform(1.5, 4.0) if rng.random() < 0.5 else rng.uniform(5.0, 12.0) * tall
-    return Segment(z0, z1, VEGETATION, height, colour, (1.0, 0.0, 1.0, 0.0, 1.0), False, 0.28)
+    return height, (1.0, 0.0, 1.0, 0.0, 1.0), False, 0.28
 
 
 def _plane_segments(rng, pal, end, crossings, force=None, tall=1.0):
@@ -159,13 +164,14 @@ def _facades(rng, pal, abs_bands, end: float, crossings, featured, tall: float) 
     return planes
 
 
-def _skyline(rng: np.random.Generator, pal, end: float, tall: float) -> tuple[list, float]:
+def _skyline(rng: np.random.Generator, pal, end: float, tall: float, haze) -> tuple[list, float]:
     skyline_z = end + rng.uniform(15.0, 60.0)
     skyline, sx = [], -0.9 * skyline_z
     while sx < 0.9 * skyline_z:
         width = rng.uniform(8.0, 35.0)
         kind = BUILDING if rng.random() < 0.7 else VEGETATION
-        skyline.append((sx, sx + width, rng.uniform(5.0, 22.0) * tall, kind, pal.pick(rng, kind)))
+        colour = pal.far(pal.facade(kind, 1.0)[0], haze)
+        skyline.append((sx, sx + width, rng.uniform(5.0, 22.0) * tall, kind, colour))
         sx += width
     return skyline, skyline_z
 
@@ -173,7 +179,8 @@ def _skyline(rng: np.random.Generator, pal, end: float, tall: float) -> tuple[li
 def sample_world(rng: np.random.Generator, style: Style, featured: str | None = None) -> World:
     """A random street in ``style``; ``featured`` (one of FEATURES) is made sure to be in view.
     The random draws happen in a fixed order: the same generator gives the same world."""
-    pal = Palette(style.looks)
+    # Colours come from a generator of their own: the looks never change the geometry.
+    pal = Palette(style.looks, np.random.default_rng(rng.integers(2**63)))
     lane_w = rng.uniform(3.0, 3.6)
     n = max(int(rng.choice(style.lanes)), 2 if featured == "train" else 1)
     ego = int(rng.integers(n // 2, n)) if n > 1 else 0
@@ -185,12 +192,12 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
     abs_bands = [_bands(road, sides[s], s) for s in (0, 1)]
     crossings, zebras = _crossings(rng)
     end = rng.uniform(70.0, 110.0)
-    tall = 1.0 if style.looks == "cityscapes" else 0.7
-    planes = _facades(rng, pal, abs_bands, end, crossings, featured, tall)
-    skyline, skyline_z = _skyline(rng, pal, end, tall)
+    planes = _facades(rng, pal, abs_bands, end, crossings, featured, style.tall)
+    sky = pal.sky()
+    skyline, skyline_z = _skyline(rng, pal, end, style.tall, sky[1])
     ground_colours = pal.base.copy()
     for label_id in (ROAD, SIDEWALK, PARKING, RAIL, TERRAIN, GROUND):
-        ground_colours[label_id] = pal.pick(rng, label_id, 6.0)
+        ground_colours[label_id] = pal.pick(label_id, 6.0)
     world = World(
         style=style,
         palette=pal,
@@ -209,13 +216,14 @@ def sample_world(rng: np.random.Generator, style: Style, featured: str | None = 
         skyline=skyline,
         skyline_z=skyline_z,
         ground_colours=ground_colours,
-        sky_colour=pal.pick(rng, SKY, 8.0),
+        sky=sky,
         clouds=rng.uniform(0.0, 0.45),
         shadow=road[0] + rng.uniform(-2, n * lane_w) if rng.random() < 0.5 else -np.inf,
         bridge=None,
         hood=(rng.uniform(0.86, 0.91), rng.uniform(0.02, 0.05)) if style.ego_vehicle else None,
+        wear=pal.wear(),
     )
-    if style.looks == "cityscapes" and rng.random() < 0.06:
+    if rng.random() < style.bridges:
         y0 = rng.uniform(4.8, 6.5)
         world.bridge = (rng.uniform(30.0, 60.0), y0, y0 + rng.uniform(1.0, 1.8))
     place_things(rng, world, abs_bands, lane_x, ego, featured)

@@ -32,8 +32,10 @@ def _walk(bands: list[tuple[int, float, float]]) -> tuple[float, float]:
 def _vehicle(rng, pal: Palette, label_id: int, x: float, z: float, oncoming: bool):
     if label_id in (things.MOTORCYCLE, things.BICYCLE):
         yaw = rng.uniform(0.3, 0.7) * rng.choice((-1, 1)) + (np.pi if oncoming else 0.0)
-        rider = pal.pick(rng, things.RIDER, 12.0)
-        return things.TwoWheeler(label_id, x, z, yaw, pal.pick(rng, label_id), rider)
+        colour = pal.pick(label_id)
+        rider, rider_trim = pal.person(things.RIDER)
+        trim = pal.trim(label_id, colour) | {f"rider_{k}": v for k, v in rider_trim.items()}
+        return things.TwoWheeler(label_id, x, z, yaw, colour, rider, trim=trim)
     length, width, height = {
         things.CAR: (rng.uniform(3.8, 4.8), rng.uniform(1.7, 1.9), rng.uniform(1.4, 1.6)),
         things.TRUCK: (rng.uniform(6.0, 9.0), 2.5, rng.uniform(3.0, 3.8)),
@@ -42,47 +44,45 @@ def _vehicle(rng, pal: Palette, label_id: int, x: float, z: float, oncoming: boo
     }[label_id]
     if label_id == things.CAR and rng.random() < 0.15:  # vans
         length, height = rng.uniform(4.8, 5.4), rng.uniform(1.9, 2.1)
-    colour = pal.pick(rng, label_id)
-    return things.Vehicle(label_id, x, z, length, width, height, colour, oncoming)
+    colour = pal.pick(label_id)
+    trim = pal.trim(label_id, colour)
+    return things.Vehicle(label_id, x, z, length, width, height, colour, oncoming, trim=trim)
 
 
 def _pole(rng, pal: Palette, x: float, z: float, towards: float, kind: str):
     """A bare pole, street lamp, sign post or traffic-light post; ``towards`` points at the road."""
-    grey = pal.pick(rng, things.POLE, 6.0)
+    grey = pal.pick(things.POLE, 6.0)
     if kind == "lamp":
         return things.Pole(x, z, rng.uniform(6.5, 9.0), grey, towards * rng.uniform(1.2, 2.5))
     if kind == "sign":
         height, signs = rng.uniform(2.6, 3.6), []
         for k in range(int(rng.integers(1, 3))):
             size = rng.uniform(0.55, 0.85)
-            signs.append(
-                (
-                    "sign",
-                    height - 0.4 - 0.9 * k,
-                    0.0,
-                    size,
-                    pal.pick(rng, things.SIGN),
-                    int(rng.integers(4)),
-                )
-            )
+            signs.append(_sign(rng, pal, height - 0.4 - 0.9 * k, size))
         return things.Pole(x, z, height, grey, 0.0, signs)
     if kind == "light":
         height = rng.uniform(3.2, 4.5)
-        signs = [
-            ("light", height - 0.55, 0.0, 0.0, pal.pick(rng, things.LIGHT), int(rng.integers(3)))
-        ]
+        signs = [_light(rng, pal, height - 0.55, 0.0)]
         if rng.random() < 0.4:
-            signs.append(("sign", 2.3, 0.0, 0.6, pal.pick(rng, things.SIGN), int(rng.integers(4))))
+            signs.append(_sign(rng, pal, 2.3, 0.6))
         return things.Pole(x, z, height, grey, 0.0, signs)
     if kind == "overhead":
         height, arm = rng.uniform(5.5, 6.5), towards * rng.uniform(3.0, 5.0)
-        colour = pal.pick(rng, things.LIGHT)
-        signs = [
-            ("light", height - 0.7, 0.9 * arm, 0.0, colour, int(rng.integers(3))),
-            ("light", 3.4, 0.0, 0.0, colour, int(rng.integers(3))),
-        ]
+        signs = [_light(rng, pal, height - 0.7, 0.9 * arm), _light(rng, pal, 3.4, 0.0)]
         return things.Pole(x, z, height, grey, arm, signs)
     return things.Pole(x, z, rng.uniform(2.5, 5.0), grey)
+
+
+def _sign(rng, pal: Palette, y: float, size: float) -> tuple:
+    """A traffic sign on a pole (see ``things.Pole.signs``): a random form, in its colours."""
+    form = int(rng.integers(4))
+    return ("sign", y, 0.0, size, form, pal.sign(form))
+
+
+def _light(rng, pal: Palette, y: float, dx: float) -> tuple:
+    """A traffic light on a pole (or ``dx`` along its arm) with one random lamp lit."""
+    lit = int(rng.integers(3))
+    return ("light", y, dx, 0.0, lit, pal.light(lit))
 
 
 def place_things(rng, world: World, abs_bands, lane_x, ego, featured) -> None:
@@ -177,7 +177,9 @@ def _people(rng, world: World, walks, featured) -> None:
     for kind in parked:  # seen from the side
         wx0, wx1 = walks[int(rng.integers(2))]
         z, yaw = rng.uniform(6.0, 30.0), np.pi / 2 * rng.choice((-1, 1))
-        add(things.TwoWheeler(kind, (wx0 + wx1) / 2, z, yaw, pal.pick(rng, kind)))
+        colour = pal.pick(kind)
+        trim = pal.trim(kind, colour)
+        add(things.TwoWheeler(kind, (wx0 + wx1) / 2, z, yaw, colour, trim=trim))
 
 
 def _poles(rng, world: World, walks, featured) -> None:
@@ -211,7 +213,7 @@ def _trees(rng, world: World, walks) -> None:
         while z < 60.0:
             count = int(rng.integers(3, 6))
             blobs = rng.uniform((-1.2, 0.6, 1.0), (1.2, 2.2, 2.0), size=(count, 3))  # dx, dy, r
-            colour = world.palette.pick(rng, VEGETATION, 12.0)
+            colour = world.palette.pick(VEGETATION, 12.0)
             world.things.append(things.Tree(x, z, rng.uniform(2.0, 3.2), blobs, colour))
             world.patches.append((TERRAIN, x - 0.6, x + 0.6, z - 0.6, z + 0.6))
             z += rng.uniform(7.0, 14.0)
@@ -231,7 +233,7 @@ def _clutter(rng, world: World, walks) -> None:
         wx0, wx1 = walks[int(rng.integers(2))]
         x = rng.uniform(wx0, max(wx1 - w, wx0 + 0.01))
         z = rng.uniform(5.0, 40.0)
-        colour = world.palette.pick(rng, label_id)
+        colour = world.palette.pick(label_id)
         world.things.append(things.Clutter(label_id, (x, x + w, 0.0, h, z, z + d), colour))
     for side in (0, 1):
         if rng.random() < 0.3:
@@ -241,6 +243,7 @@ def _clutter(rng, world: World, walks) -> None:
 
 
 def _person(rng, pal: Palette, x: float, z: float, walking: bool) -> things.Person:
-    colour = pal.pick(rng, things.PERSON, 14.0)
+    colour, trim = pal.person(things.PERSON)
     speed = rng.uniform(-0.08, 0.08) if walking else 0.0  # metres per video frame
-    return things.Person(x, z, rng.uniform(1.55, 1.95), colour, rng.uniform(-0.35, 0.35), speed)
+    height, stride = rng.uniform(1.55, 1.95), rng.uniform(-0.35, 0.35)
+    return things.Person(x, z, height, colour, stride, speed, trim=trim)

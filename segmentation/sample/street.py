@@ -1,4 +1,4 @@
-"""Rendering a synthetic street (``synthetic_world.World``) seen from one camera position.
+"""Rendering a synthetic street (``world.World``) seen from one camera position.
 
 Sky, far skyline, ground and the roadside planes are ray-cast per pixel or per column (numpy);
 things are drawn as polygons far to near; a depth buffer settles who hides whom.
@@ -89,7 +89,8 @@ def _sky(canvas: Canvas, world: World, rows: int) -> None:
     cam = canvas.camera
     region = (slice(0, rows), slice(0, cam.width))
     lighter = np.clip((np.arange(rows, dtype=np.float32) + 0.5) / max(cam.horizon, 1.0), 0, 1)
-    colour = world.sky_colour * (0.82 + 0.3 * lighter)[:, None, None]
+    zenith, horizon = world.sky
+    colour = zenith + (horizon - zenith) * lighter[:, None, None]  # paler towards the horizon
     cloud = np.clip(canvas.noise_patch(region, 11.0, 0.35) * 0.5 + 0.1, 0, 1) * world.clouds
     colour = colour + cloud[..., None] * (np.float32(225.0) - colour)
     canvas.paint(region, np.ones((rows, cam.width), bool), np.inf, SKY, colour)
@@ -119,6 +120,36 @@ def _ground(canvas: Canvas, world: World, first: int) -> None:
         np.float32
     )
     zz = np.broadcast_to(big_z[:, None], x.shape).astype(np.float32)
+    label, tone = _ground_labels(world, x, big_z)
+    texture = world.noise[(zz * 6).astype(np.int64) & 255, (x * 6).astype(np.int64) & 255]
+    tone *= 1.0 + _GROUND_ROUGHNESS[label] * texture
+    paving = (np.modf(np.abs(x) * 1.6)[0] < 0.07) | (np.modf(zz * 1.6)[0] < 0.07)
+    tone[paving & (label == SIDEWALK)] *= 0.88
+    road = label == ROAD
+    if world.wear:
+        tone *= _wear(world, x, zz, road)
+    base = world.ground_colours[label]
+    colour = base * tone[..., None]
+    paint = _road_paint(world, x, zz, big_z, road)
+    white = _faded_paint(world, x[paint], zz[paint], base[paint]) if world.wear else _WHITE
+    colour[paint] = white * tone[paint][:, None]
+    colour[x < world.shadow] *= 0.62
+
+    region = (slice(first, cam.height), slice(0, cam.width))
+    depth = np.broadcast_to(z[:, None].astype(np.float32), x.shape)
+    win = canvas.paint(region, np.ones(x.shape, bool), depth, label, colour)
+    canvas.ground[region] = win
+
+
+def _rows(big_z: np.ndarray, z0: float, z1: float) -> slice:
+    """The ground rows (world Z per row in ``big_z``) that see Z in [z0, z1)."""
+    inside = np.nonzero((big_z >= z0) & (big_z < z1))[0]
+    return slice(inside.min(), inside.max() + 1) if inside.size else slice(0, 0)
+
+
+def _ground_labels(world: World, x: np.ndarray, big_z: np.ndarray):
+    """Label ids of the ground at world (x, Z of each row) -> (labels, tone): the road, the
+    bands beside it, cross streets and patches; tone brightens kerb stones and rails."""
     label = np.full(x.shape, ROAD, np.uint8)
     tone = np.ones(x.shape, np.float32)
     for side in (0, 1):
@@ -131,44 +162,51 @@ def _ground(canvas: Canvas, world: World, first: int) -> None:
                 tone[band & (d < edge + 0.25)] = 1.2
             edge += width
         label[d >= edge] = world.outer[side]
-
-    def rows(z0: float, z1: float) -> slice:
-        inside = np.nonzero((big_z >= z0) & (big_z < z1))[0]
-        return slice(inside.min(), inside.max() + 1) if inside.size else slice(0, 0)
-
     for z0, z1 in world.crossings:
-        label[rows(z0, z1)] = ROAD
+        label[_rows(big_z, z0, z1)] = ROAD
     for label_id, x0, x1, z0, z1 in world.patches:
-        rs = rows(z0, z1)
+        rs = _rows(big_z, z0, z1)
         inside = (x[rs] >= x0) & (x[rs] < x1)
         label[rs][inside] = label_id
         if label_id == RAIL:  # two steel rails
             rail = np.abs(np.abs(x[rs] - (x0 + x1) / 2) - 0.72) < 0.05
             tone[rs][inside & rail] = 1.5
+    return label, tone
 
-    texture = world.noise[(zz * 6).astype(np.int64) & 255, (x * 6).astype(np.int64) & 255]
-    tone *= 1.0 + _GROUND_ROUGHNESS[label] * texture
-    paving = (np.modf(np.abs(x) * 1.6)[0] < 0.07) | (np.modf(zz * 1.6)[0] < 0.07)
-    tone[paving & (label == SIDEWALK)] *= 0.88
-    colour = world.ground_colours[label] * tone[..., None]
 
-    road = label == ROAD
-    paint_white = np.zeros(x.shape, bool)
+def _road_paint(world: World, x, zz, big_z, road) -> np.ndarray:
+    """Where the road is painted white: lane lines (not across cross streets) and zebras."""
+    paint = np.zeros(x.shape, bool)
     for mx, width, dashed in world.markings:
         line = road & (np.abs(x - mx) < width / 2)
-        paint_white |= line & (np.mod(zz, 9.0) < 3.5) if dashed else line
+        paint |= line & (np.mod(zz, 9.0) < 3.5) if dashed else line
     for z0, z1 in world.crossings:
-        paint_white[rows(z0, z1)] = False
+        paint[_rows(big_z, z0, z1)] = False
     for z0, z1 in world.zebras:
-        rs = rows(z0, z1)
-        paint_white[rs] |= road[rs] & (np.mod(x[rs], 1.0) < 0.5)
-    colour[paint_white] = _WHITE * tone[paint_white][:, None]
-    colour[x < world.shadow] *= 0.62
+        rs = _rows(big_z, z0, z1)
+        paint[rs] |= road[rs] & (np.mod(x[rs], 1.0) < 0.5)
+    return paint
 
-    region = (slice(first, cam.height), slice(0, cam.width))
-    depth = np.broadcast_to(z[:, None].astype(np.float32), x.shape)
-    win = canvas.paint(region, np.ones(x.shape, bool), depth, label, colour)
-    canvas.ground[region] = win
+
+def _wear(world: World, x, zz, road) -> np.ndarray:
+    """Tone of a worn road (natural looks): darker tyre tracks in each lane, darker patches of
+    newer asphalt where low-frequency noise, read at a scale of metres, is high."""
+    tone = np.ones(x.shape, np.float32)
+    lane_w = world.ego_lane[1] - world.ego_lane[0]
+    phase = np.mod(x - world.road[0], lane_w) / lane_w
+    tracks = road & ((np.abs(phase - 0.27) < 0.08) | (np.abs(phase - 0.73) < 0.08))
+    tone[tracks] *= 1.0 - 0.1 * world.wear
+    big = world.noise[(zz * 0.5).astype(np.int64) & 255, (x * 0.5 + 97).astype(np.int64) & 255]
+    tone[road & (big > 1.0)] *= 1.0 - 0.18 * world.wear
+    return tone
+
+
+def _faded_paint(world: World, x, zz, asphalt) -> np.ndarray:
+    """Colours (N, 3) of worn road paint at points (x, zz): white, with the asphalt showing
+    through unevenly."""
+    fine = world.noise[(zz * 3 + 50).astype(np.int64) & 255, (x * 3).astype(np.int64) & 255]
+    faded = np.clip(world.wear * (0.3 + 0.25 * fine), 0.0, 0.8)[:, None]
+    return _WHITE * (1.0 - faded) + asphalt * faded
 
 
 def _plane(canvas: Canvas, plane: Plane) -> None:
@@ -204,14 +242,16 @@ def _plane(canvas: Canvas, plane: Plane) -> None:
             y = (cam.elevation - (vc - cam.horizon) * z / cam.focal).astype(np.float32)
             zz = np.broadcast_to(big_z.astype(np.float32), y.shape)
             pattern = np.array([s.pattern for s in segs], np.float32)[idx]
-            py, dy, pz, dz, dark = pattern.T
+            py, dy, pz, dz, _ = pattern.T
             across = np.modf(np.abs(y) / py)[0] < dy
             along = np.modf(np.abs(zz) / pz)[0] < dz
             windows = np.array([s.windows for s in segs])[idx]
             stripes = np.where(windows, across & along & (y > 2.2), across | along)
             texture = canvas.noise[(y * 5).astype(np.int64) & 255, (zz * 5).astype(np.int64) & 255]
-            tone = (1 + rough * texture) * np.where(stripes, dark, np.float32(1.0))
+            tone = 1 + rough * texture
             colours = np.array([s.colour for s in segs], np.float32)[idx]
+            stripe_colours = np.array([s.stripe_colour for s in segs], np.float32)[idx]
+            colours = np.where(stripes[..., None], stripe_colours, colours)
             labels = np.array([s.label_id for s in segs], np.uint8)[idx]
             canvas.paint(
                 (slice(r0, r1), cs),

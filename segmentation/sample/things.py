@@ -1,6 +1,6 @@
 """Things that stand in the synthetic street: vehicles, people, two-wheelers, poles, trees, clutter.
 
-Each thing is a small dataclass placed in world coordinates (see ``synthetic_render``), with its
+Each thing is a small dataclass placed in world coordinates (see ``render``), with its
 random appearance fixed when it is made, so a video renders the same thing in every frame.
 ``draw(canvas)`` paints it with its label, a fresh instance id and textured colours.
 """
@@ -101,6 +101,7 @@ class Vehicle:
     colour: np.ndarray
     oncoming: bool = False  # shows its front (white lights) instead of its rear
     speed: float = 0.0  # metres per video frame
+    trim: dict = field(default_factory=dict)  # "glass", "tyre" colours; default: body shades
 
     def draw(self, canvas: Canvas) -> None:
         x0, x1 = self.x - self.width / 2, self.x + self.width / 2
@@ -108,7 +109,8 @@ class Vehicle:
         if not in_view(canvas, x0, x1, 0.0, self.height + 1.2, z0, z1):
             return
         cam, shape, label_id = canvas.camera, canvas.shape(), self.label_id
-        dark, tyre = _rgb(self.colour, 0.4), _rgb(self.colour, 0.22)
+        dark = self.trim.get("glass", _rgb(self.colour, 0.4))
+        tyre = self.trim.get("tyre", _rgb(self.colour, 0.22))
         lamp = _rgb((255, 245, 230) if self.oncoming else (200, 40, 40))
         if label_id == CAR:
             body = box_faces(canvas, shape, (x0, x1, 0.2, 0.95, z0, z1), self.colour)
@@ -163,6 +165,7 @@ class Person:
     colour: np.ndarray
     stride: float  # metres between the feet (walking phase)
     speed: float = 0.0
+    trim: dict = field(default_factory=dict)  # "legs", "skin" colours; default: clothes shades
 
     def draw(self, canvas: Canvas) -> None:
         cam = canvas.camera
@@ -177,7 +180,7 @@ class Person:
         def pt(dx, y):
             return (u + dx * s, v - y * s)
 
-        shape = canvas.shape().pen(_rgb(self.colour, 0.55))
+        shape = canvas.shape().pen(self.trim.get("legs", _rgb(self.colour, 0.55)))
         for side in (-1, 1):
             shape.bar(
                 pt(side * 0.08, 0.53 * h), pt(side * self.stride / 2, 0.0), max(0.15 * s, 1.5)
@@ -189,7 +192,8 @@ class Person:
             hand = pt(side * 0.25 + self.stride * 0.3 * side, 0.47 * h)
             shape.bar(pt(side * 0.2, 0.8 * h), hand, max(0.1 * s, 1.2))
         r = 0.12 * h / 1.75
-        shape.pen(_skin(self.colour)).ellipse(*pt(0.0, 0.84 * h + r), max(0.85 * r * s, 1.0), r * s)
+        skin = self.trim.get("skin", _skin(self.colour))
+        shape.pen(skin).ellipse(*pt(0.0, 0.84 * h + r), max(0.85 * r * s, 1.0), r * s)
         inst = canvas.new_instance(PERSON)
         canvas.fill(shape, self.z - cam.z, PERSON, self.colour, inst, texture=0.08)
 
@@ -210,6 +214,8 @@ class TwoWheeler:
     colour: np.ndarray
     rider_colour: np.ndarray | None = None
     speed: float = 0.0
+    # "tyre", "rim", "rider_skin" colours; default: shades of the bike's and rider's colours
+    trim: dict = field(default_factory=dict)
 
     def _image_point(self, canvas: Canvas, s: float, y: float) -> np.ndarray:
         """Image point of (s metres along the heading, y up) from the centre."""
@@ -231,11 +237,13 @@ class TwoWheeler:
         view = np.array([self.x, r - cam.elevation, depth])
         squeeze = max(abs(normal @ view) / np.linalg.norm(view), 0.12)
         shape = canvas.shape()
+        tyre = self.trim.get("tyre", _rgb(self.colour, 0.35))
+        rim = self.trim.get("rim", _rgb(self.colour, 1.1))
         for s in (-half, half):
             u, v = self._image_point(canvas, s, r)
             rv = r * scale
-            shape.pen(_rgb(self.colour, 0.35)).ellipse(u, v, rv * squeeze, rv)
-            shape.pen(_rgb(self.colour, 1.1)).ellipse(u, v, 0.6 * rv * squeeze, 0.6 * rv)
+            shape.pen(tyre).ellipse(u, v, rv * squeeze, rv)
+            shape.pen(rim).ellipse(u, v, 0.6 * rv * squeeze, 0.6 * rv)
         where = {
             "rear": (-half, r),
             "front": (half, r),
@@ -269,7 +277,8 @@ class TwoWheeler:
         body.bar(shoulder, bar, max(0.1 * scale, 1.2))
         body.bar(seat, crank, max(0.15 * scale, 1.5))
         head = shoulder + np.array([0.0, -0.17 * scale])
-        body.pen(_skin(self.rider_colour)).ellipse(*head, 0.1 * scale, 0.12 * scale)
+        skin = self.trim.get("rider_skin", _skin(self.rider_colour))
+        body.pen(skin).ellipse(*head, 0.1 * scale, 0.12 * scale)
         inst = canvas.new_instance(RIDER)
         canvas.fill(body, depth, RIDER, self.rider_colour, inst, texture=0.08)
 
@@ -283,7 +292,10 @@ class Pole:
     height: float
     colour: np.ndarray
     arm: float = 0.0  # signed length (m) of a horizontal arm at the top, towards the road
-    signs: list = field(default_factory=list)  # (kind, y, dx, size, colour, form)
+    # (kind, y, dx, size, form, colours): "sign" (face, inner symbol) of form 0 circle,
+    # 1 triangle, 2 diamond, 3 rectangle; "light" (housing, top, middle, bottom lamp), its
+    # form the lit lamp
+    signs: list = field(default_factory=list)
 
     def draw(self, canvas: Canvas) -> None:
         cam = canvas.camera
@@ -302,28 +314,38 @@ class Pole:
             pole.bar((u, v1 + half), end, 2 * half)
             pole.rect(end[0] - 3 * half, end[1] - half, end[0] + 3 * half, end[1] + 2 * half)
         canvas.fill(pole, depth, POLE, self.colour, texture=0.05)
-        for kind, y, dx, size, colour, form in self.signs:
+        for kind, y, dx, size, form, colours in self.signs:
             ((cu, cv),) = _project(canvas, [[self.x + dx, y, self.z]])
-            shape = canvas.shape()
             if kind == "light":
-                w = max(0.34 * s, _MIN_LIGHT * cam.height)
-                shape.rect(cu - w / 2, cv - 1.4 * w, cu + w / 2, cv + 1.4 * w)
-                for k in range(3):  # one lamp lit
-                    shape.pen(_rgb(colour, 1.35 if k == form % 3 else 0.55))
-                    shape.ellipse(cu, cv + (k - 1) * 0.9 * w, 0.24 * w, 0.24 * w)
-                canvas.fill(shape, depth, LIGHT, colour, texture=0.04)
-                continue
-            a = max(size * s, _MIN_SIGN * cam.height) / 2
-            if form == 0:
-                shape.ellipse(cu, cv, a, a)
-            elif form == 1:
-                shape.polygon([(cu - a, cv - 0.8 * a), (cu + a, cv - 0.8 * a), (cu, cv + a)])
-            elif form == 2:
-                shape.polygon([(cu, cv - a), (cu + a, cv), (cu, cv + a), (cu - a, cv)])
+                _draw_light(canvas, cu, cv, max(0.34 * s, _MIN_LIGHT * cam.height), depth, colours)
             else:
-                shape.rect(cu - 1.4 * a, cv - 0.7 * a, cu + 1.4 * a, cv + 0.7 * a)
-            shape.pen(_rgb(colour, 0.75)).ellipse(cu, cv, 0.45 * a, 0.45 * a)
-            canvas.fill(shape, depth, SIGN, colour, texture=0.05)
+                a = max(size * s, _MIN_SIGN * cam.height) / 2
+                _draw_sign(canvas, cu, cv, a, form, depth, colours)
+
+
+def _draw_light(canvas: Canvas, cu: float, cv: float, w: float, depth: float, colours) -> None:
+    """A traffic light w pixels wide centred at (cu, cv): housing and three lamps."""
+    housing, *lamps = colours
+    shape = canvas.shape().rect(cu - w / 2, cv - 1.4 * w, cu + w / 2, cv + 1.4 * w)
+    for k, lamp in enumerate(lamps):
+        shape.pen(lamp).ellipse(cu, cv + (k - 1) * 0.9 * w, 0.24 * w, 0.24 * w)
+    canvas.fill(shape, depth, LIGHT, housing, texture=0.04)
+
+
+def _draw_sign(canvas: Canvas, cu, cv, a: float, form: int, depth: float, colours) -> None:
+    """A traffic sign of half-size a pixels centred at (cu, cv), with its inner symbol."""
+    face, inner = colours
+    shape = canvas.shape()
+    if form == 0:
+        shape.ellipse(cu, cv, a, a)
+    elif form == 1:
+        shape.polygon([(cu - a, cv - 0.8 * a), (cu + a, cv - 0.8 * a), (cu, cv + a)])
+    elif form == 2:
+        shape.polygon([(cu, cv - a), (cu + a, cv), (cu, cv + a), (cu - a, cv)])
+    else:
+        shape.rect(cu - 1.4 * a, cv - 0.7 * a, cu + 1.4 * a, cv + 0.7 * a)
+    shape.pen(inner).ellipse(cu, cv, 0.45 * a, 0.45 * a)
+    canvas.fill(shape, depth, SIGN, face, texture=0.05)
 
 
 @dataclass
