@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import multiprocessing
 import signal
 import sys
 from collections.abc import Callable
@@ -23,6 +26,16 @@ def _init_worker(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _end_workers_at_exit() -> None:
+    # multiprocessing's own exit handler ends daemonic children with SIGTERM, which the workers
+    # ignore (see _init_worker), and then waits for them forever: end them for good first.
+    # atexit runs handlers last-registered first, so this one runs before multiprocessing's.
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
+
+
 def make_loader(
     dataset: Dataset,
     *,
@@ -37,6 +50,7 @@ def make_loader(
     memory for a GPU, and a private generator."""
     if workers:
         limit_opencv_threads()
+        _register_exit_handler()
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -51,6 +65,11 @@ def make_loader(
         # (for dropout), and a resumed run must see the same draws.
         generator=torch.Generator(),
     )
+
+
+@functools.cache
+def _register_exit_handler() -> None:
+    atexit.register(_end_workers_at_exit)
 
 
 def progress_bar(

@@ -74,8 +74,10 @@ class RunDirectory:
     def _lock(self) -> None:
         handle = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 - held for the run's life
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A POSIX record lock belongs to this process: DataLoader workers forked from it
+            # do not inherit it (they would with flock), so it ends with the run, not with them.
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
