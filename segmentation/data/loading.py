@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -19,17 +21,19 @@ from segmentation.data.io import limit_opencv_threads
 def _init_worker(worker_id: int) -> None:
     # Each worker decodes one image at a time; threads inside it would only fight each other.
     torch.set_num_threads(1)
-    # A signal to the whole process group (Ctrl-C, a cluster's pre-emption) is the main
-    # process's to handle: it finishes the step and saves. Workers that died of it first would
-    # take the step down with them.
+    # A signal to the job's process group (Ctrl-C, `kill -- -PGID`, a scheduler's pre-emption
+    # of the group) is the main process's to handle: it finishes the step and saves. A worker
+    # that died of it first would take the step down with it. So workers leave the group; the
+    # DataLoader still ends them by their own pid (SIGTERM) when it shuts down.
+    with contextlib.suppress(OSError):
+        os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _end_workers_at_exit() -> None:
-    # multiprocessing's own exit handler ends daemonic children with SIGTERM, which the workers
-    # ignore (see _init_worker), and then waits for them forever: end them for good first.
-    # atexit runs handlers last-registered first, so this one runs before multiprocessing's.
+    # Workers left alive at exit (a loader never garbage-collected) are ended for good before
+    # multiprocessing's own exit handler waits for them; atexit runs handlers last-registered
+    # first, so this one runs before multiprocessing's.
     for child in multiprocessing.active_children():
         if child.daemon:
             child.kill()
