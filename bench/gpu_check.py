@@ -32,7 +32,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as `python bench/gpu_check.py`
 EXIT_BAD_ENVIRONMENT = 2
-# Import names of requirements.txt (needed by every step) and of what the benchmarks add.
+# Import names of requirements.txt that the steps need (imageio_ffmpeg, make_video.sh's
+# fallback ffmpeg, is not among them), and of what the benchmarks add.
 RUNTIME_MODULES = (
     "torch",
     "torchvision",
@@ -44,7 +45,6 @@ RUNTIME_MODULES = (
     "torchsummary",
     "yaml",
     "cityscapesscripts",
-    "imageio_ffmpeg",
     "psutil",
     "pydantic",
 )
