@@ -736,11 +736,17 @@ def other_steps() -> list[Step]:
     """Host syncs, DDP, torch.compile and the benchmark suite."""
     return [
         Step(
-            "sync_probe",
-            lambda ctx: probe_command(ctx, "syncs", "cuda", "--json", str(ctx.out / "syncs.json")),
+            "sync_probe",  # on the CPU the default scenario only runs: nothing to count there
+            lambda ctx: probe_command(
+                ctx,
+                "syncs",
+                ctx.device,
+                "--json",
+                str(ctx.out / "syncs.json"),
+                *(() if ctx.cuda else ("--scenarios", "default")),
+            ),  # fmt: skip
             seconds=40,
             timeout=300,
-            skip=on_cuda_only("host syncs are counted on CUDA (torch.cuda.set_sync_debug_mode)"),
             notes=sync_notes,
         ),
         Step(
