@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -35,6 +36,21 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def forward_in_range(forward: Callable[[str], torch.Tensor], amp: str) -> tuple[torch.Tensor, bool]:
+    """`forward(amp)` -> logits, computed again in float32 where fp16's were not finite.
+
+    float16 ends at 65504: the activations of a network early in training, in evaluation mode
+    (BatchNorm's running statistics not settled yet), can pass it, and logits of inf or NaN
+    would give a NaN loss and arbitrary classes. Returns (logits, whether they were computed
+    again). Under fp16 only, this waits for the device once per call; bf16 has float32's
+    range and never needs it.
+    """
+    logits = forward(amp)
+    if amp != "fp16" or bool(torch.isfinite(logits).all()):
+        return logits, False
+    return forward("off"), True
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:

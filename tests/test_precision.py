@@ -14,6 +14,7 @@ import inference
 import train
 from segmentation.checkpoint import load_checkpoint
 from segmentation.devices import native_bf16, resolve_amp
+from segmentation.inference.model import load_trained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,3 +165,75 @@ def test_compiled_evaluation_gives_the_eager_scores(decided_checkpoint, tmp_path
         assert evaluate.main([str(a) for a in [*args, "--output-json", output, *extra]]) == 0
         scores[mode] = json.loads(output.read_text())
     assert scores["compiled"]["mIoU"] == pytest.approx(scores["eager"]["mIoU"], abs=1e-4)
+
+
+def overflowing(model: torch.nn.Module) -> torch.nn.Module:
+    """The same classes, logits past float16's 65504: the classifier scaled up 1e6 times."""
+    with torch.no_grad():
+        model.classifier.weight.mul_(1e6)
+        model.classifier.bias.mul_(1e6)
+    return model
+
+
+def test_fp16_forward_in_range_recomputes_overflowing_logits_in_float32():
+    from segmentation.devices import autocast, forward_in_range
+
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        layer.weight.mul_(1e5)
+    images = torch.randn(2, 3, 8, 8)
+
+    def forward(amp: str) -> torch.Tensor:
+        with autocast(torch.device("cpu"), amp):
+            return layer(images)
+
+    assert not torch.isfinite(forward("fp16")).all()  # the case this is about
+    logits, again = forward_in_range(forward, "fp16")
+    assert again and logits.dtype == torch.float32
+    assert torch.equal(logits, layer(images))
+    for amp in ("off", "bf16"):  # float32's range: never a second pass
+        assert forward_in_range(forward, amp)[1] is False
+
+
+def test_inference_in_fp16_never_returns_classes_of_overflowed_logits(trained_checkpoint, caplog):
+    checkpoint = trained_checkpoint("cityscapes", "categories")
+    cpu = torch.device("cpu")
+    reference = load_trained_model(checkpoint, cpu)
+    overflowing(reference.model)
+    half = load_trained_model(checkpoint, cpu)
+    overflowing(half.model)
+    half.amp = "fp16"  # CPU autocast runs float16 too, and overflows as a GPU would
+    images = torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8)
+    with caplog.at_level("WARNING"):
+        classes, probs = half.predict(images)
+        half.predict(images)
+    expected_classes, expected_probs = reference.predict(images)
+    assert torch.equal(classes, expected_classes)
+    assert torch.isfinite(probs).all() and torch.equal(probs, expected_probs)
+    assert half.float32_batches == 2
+    warnings = [r.message for r in caplog.records if "overflowed float16" in r.message]
+    assert len(warnings) == 1, warnings  # said once, not per batch
+
+
+def test_validation_in_fp16_scores_overflowed_batches_in_float32(
+    cityscapes_root, tmp_path, small_config, caplog
+):
+    from segmentation.config import config_from_dict
+    from segmentation.engine.distributed import DistributedContext
+    from segmentation.engine.loop import validate
+    from segmentation.engine.setup import build_training
+
+    values = small_config(cityscapes_root, tmp_path / "run", train={"log_images": 0})
+    config = config_from_dict(values)
+    training = build_training(config, DistributedContext(0, 1, 0, torch.device("cpu")), None, None)
+    overflowing(training.model)
+    reference, _ = validate(training)
+    training.config.train.amp = "fp16"  # train.py refuses it on a CPU; the CPU still runs it
+    with caplog.at_level("WARNING"):
+        metrics, _ = validate(training)
+    assert np.isfinite(metrics["loss"]) and metrics["loss"] == reference["loss"]
+    assert metrics["mIoU"] == reference["mIoU"]
+    said = [r.getMessage() for r in caplog.records if "overflowed float16" in r.getMessage()]
+    batches = len(training.val_loader)
+    assert said and f"{batches} of {batches} batches" in said[0], said

@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.build import with_dataset_classes
 from segmentation.data.labels import IGNORE_INDEX
 from segmentation.data.loading import progress_bar
-from segmentation.devices import autocast, native_bf16, resolve_amp
+from segmentation.devices import autocast, forward_in_range, native_bf16, resolve_amp
 from segmentation.engine.distributed import (
     any_process,
     cleanup_distributed,
@@ -269,11 +270,18 @@ def validate(training: Training) -> tuple[dict, ValidationPictures]:
     if training.scheme.dataset == "kitti":
         road = torch.zeros(2, NUM_LEVELS, dtype=torch.int64, device=training.device)
 
+    batches = {"all": 0, "in_float32": 0}
+
+    def forward(images: torch.Tensor, amp: str) -> torch.Tensor:
+        with autocast(training.device, amp):
+            return model(images)
+
     def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         images, target = to_device(batch, training)
-        with autocast(training.device, training.config.train.amp):
-            logits = model(images)
-            loss = training.loss_fn(logits, target)
+        logits, again = forward_in_range(partial(forward, images), training.config.train.amp)
+        batches["all"] += 1
+        batches["in_float32"] += again
+        loss = training.loss_fn(logits, target)  # computed in float32 whatever the logits
         loss_sum[0] += loss.double() * images.shape[0]
         loss_sum[1] += images.shape[0]
         predictions = predictions_from_logits(logits)
@@ -287,6 +295,14 @@ def validate(training: Training) -> tuple[dict, ValidationPictures]:
 
     matrix = ConfusionMatrix(training.scheme.num_classes, training.device)
     evaluate(predict, training.val_loader, matrix, show_progress=False)
+    if batches["in_float32"]:
+        logger.warning(
+            "validation: %d of %d batches overflowed float16 (activations past 65504, common "
+            "early in training) and were computed again in float32; train.amp bf16 (GPUs of "
+            "compute capability 8.0 and newer) has float32's range",
+            batches["in_float32"],
+            batches["all"],
+        )
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(loss_sum)
     if road is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
 from segmentation.data.normalize import Normalizer
-from segmentation.devices import autocast, resolve_amp
+from segmentation.devices import autocast, forward_in_range, resolve_amp
 from segmentation.errors import UserError
 from segmentation.inference.predict import (
     PredictionOptions,
@@ -23,6 +24,7 @@ from segmentation.inference.predict import (
 from segmentation.models import encoder_normalization, model_from_config, required_input_multiple
 
 DEFAULT_PREDICTION = PredictionOptions()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainedModel:
     device: torch.device
     amp: str = "off"  # the autocast mode the forward runs in: off | bf16 | fp16
     compiled: nn.Module | None = None  # torch.compile of `model`, when asked for
+    float32_batches: int = 0  # fp16 forwards that overflowed and were computed again
     _normalizer: Normalizer | None = field(default=None, init=False, repr=False)
 
     @property
@@ -57,8 +60,20 @@ class TrainedModel:
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of normalized images, in the chosen precision (probabilities are computed
-        from them in float32)."""
-        with autocast(self.device, self.amp):
+        from them in float32); an fp16 forward that overflows is computed again in float32."""
+        logits, again = forward_in_range(lambda amp: self._forward(images, amp), self.amp)
+        if again:
+            self.float32_batches += 1
+            if self.float32_batches == 1:
+                logger.warning(
+                    "logits overflowed float16 (--amp fp16): such batches are computed again "
+                    "in float32; --amp bf16 (GPUs of compute capability 8.0 and newer) or off "
+                    "avoids the second pass"
+                )
+        return logits
+
+    def _forward(self, images: torch.Tensor, amp: str) -> torch.Tensor:
+        with autocast(self.device, amp):
             model = self.model if self.compiled is None else self.compiled
             return model(images)
 
