@@ -21,6 +21,7 @@ import argparse
 import statistics
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
@@ -68,10 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def scatter_update(matrix: ConfusionMatrix, prediction, target) -> None:
-    """ConfusionMatrix.update with its accelerator counting path (scatter_add_), here."""
+def scatter_update(matrix: ConfusionMatrix, prediction, target, copies: int | None = None) -> None:
+    """ConfusionMatrix.update with its accelerator counting path (scatter_add_), here, over
+    `copies` of the histogram (default: the accelerator path's own count)."""
+    copies = copies or metrics.SCATTER_COPIES
     original = metrics.count_bins
-    metrics.count_bins = metrics.scatter_count
+    metrics.count_bins = lambda index, bins: metrics.scatter_count(index, bins, copies)
     try:
         matrix.update(prediction, target)
     finally:
@@ -99,12 +102,21 @@ def workloads(args: argparse.Namespace, device: torch.device) -> dict[str, Calla
         with torch.inference_mode():
             model(images)
 
-    return {
+    functions = {
         "forward": forward,
         "update": lambda: matrix.update(prediction, target),
         "update_scatter": lambda: scatter_update(matrix, prediction, target),
         "argmax_update": lambda: matrix.update(predictions_from_logits(logits), target),
     }
+    if device.type != "cpu":  # how many histogram copies the atomic adds should spread over
+        for copies in COPIES:
+            functions[f"update_copies_{copies}"] = partial(
+                scatter_update, matrix, prediction, target, copies
+            )
+    return functions
+
+
+COPIES = (1, 8, 32, 128)
 
 
 ROWS = (
@@ -123,7 +135,10 @@ def run(args: argparse.Namespace) -> dict:
     label = f"metrics {args.size} b{args.batch} {args.classes} classes"
     model = f"{args.arch.upper()}-{args.backbone}"
     rows = []
-    for name, target, what in ROWS:
+    extra = [
+        (f"update_copies_{n}", "", f"update over {n} histogram copies vs forward") for n in COPIES
+    ]
+    for name, target, what in ROWS + tuple(extra if device.type != "cpu" else ()):
         low, high = ratio_spread(ms[name], ms["forward"])
         rows.append(
             Result(

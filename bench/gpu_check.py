@@ -701,6 +701,18 @@ def ddp_command(ctx: Context) -> list[str]:
     ]  # fmt: skip
 
 
+def ranks_over_gpus_command(ctx: Context) -> list[str]:
+    """One more process than there are GPUs under torchrun: the extra rank must say so in one
+    line (not "invalid device ordinal", not NCCL's "duplicate GPU")."""
+    ranks = max(ctx.gpus, 1) + 1
+    launcher = [ctx.python, "-m", "torch.distributed.run", "--standalone"]
+    return probe_command(
+        ctx, "expect-refusal", "has no GPU", "--",
+        *launcher, f"--nproc_per_node={ranks}", "train.py",
+        *train_arguments(ctx, "ranks_over_gpus", "--epochs", "1"),
+    )  # fmt: skip
+
+
 def ddp_verify(ctx: Context) -> tuple[bool, str]:
     holds, saw = epochs_done("ddp", 2)(ctx)
     return holds, f"{saw}; {ddp_mode(ctx)}"
@@ -759,6 +771,15 @@ def other_steps() -> list[Step]:
             quick=False,
         ),
         Step(
+            "ranks_over_gpus",
+            ranks_over_gpus_command,
+            needs=("data_cityscapes",),
+            seconds=30,
+            timeout=240,
+            skip=on_cuda_only("about ranks and GPUs"),
+            quick=False,
+        ),
+        Step(
             "compile",
             lambda ctx: train_command(
                 ctx, "compile", "--epochs", "1", "--amp", "bf16", "--set", "train.compile=true"
@@ -808,7 +829,7 @@ PHASES: tuple[tuple[tuple[str, ...], ...], ...] = (
         ("resume_vs_straight",),
         ("evaluate", "evaluate_cpu", "evaluate_cpu_vs_gpu", "evaluate_tta"),
         ("inference", "inference_cpu", "inference_cpu_vs_gpu"),
-        ("ddp_2ranks",),
+        ("ddp_2ranks", "ranks_over_gpus"),
         ("compile",),
     ),
     (("bench_quick",),),

@@ -5,6 +5,7 @@
     python bench/gpu_probes.py weights-diff A.pt B.pt [--exact]
     python bench/gpu_probes.py compare-scores CPU.json GPU.json
     python bench/gpu_probes.py compare-labels CPU_DIR GPU_DIR
+    python bench/gpu_probes.py expect-refusal TEXT [--timeout S] -- COMMAND ...
 
 Each prints what it found, ends with one line "DETAIL ..." (the step's summary) and exits 0 if
 the check holds, 1 if not.
@@ -301,6 +302,32 @@ def compare_labels(args: argparse.Namespace) -> int:
     return 0 if agreement >= PIXEL_AGREEMENT else 1
 
 
+# --------------------------------------------------------------------------- refusals
+
+
+def expect_refusal(args: argparse.Namespace) -> int:
+    """Run a command that must fail: a non-zero exit with `expected` in its output (the one
+    line a user should get), and no traceback of the project's own code."""
+    import subprocess
+
+    result = subprocess.run(
+        args.command, capture_output=True, text=True, timeout=args.timeout, check=False
+    )
+    output = result.stdout + result.stderr
+    print(output)
+    said = next((line.strip() for line in output.splitlines() if args.expected in line), None)
+    # torchrun prints its own traceback when a rank fails; the project's files must not appear.
+    ours = [line for line in output.splitlines() if 'File "' in line and "/segmentation/" in line]
+    if result.returncode == 0 or said is None or ours:
+        why = "exit 0" if result.returncode == 0 else f"exit {result.returncode}"
+        why += "" if said else f", no line with {args.expected!r}"
+        why += f", a traceback through {ours[0].strip()}" if ours else ""
+        detail(f"expected a refusal: {why}")
+        return 1
+    detail(f"exit {result.returncode}: {said[:200]}")
+    return 0
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -325,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("second", type=Path)
     probe.add_argument("--exact", action="store_true", help="fail unless they are equal")
     probe.set_defaults(run=weights_diff)
+    probe = sub.add_parser("expect-refusal", help=expect_refusal.__doc__.splitlines()[0])
+    probe.add_argument("expected", help="text of the line the command must print")
+    probe.add_argument("command", nargs=argparse.REMAINDER, help="after --")
+    probe.add_argument("--timeout", type=float, default=240)
+    probe.set_defaults(run=expect_refusal)
     for name, run in (("compare-scores", compare_scores), ("compare-labels", compare_labels)):
         probe = sub.add_parser(name, help=(run.__doc__ or "").splitlines()[0])
         probe.add_argument("cpu", type=Path)
@@ -335,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[0] == "--":
+        args.command = args.command[1:]
     return args.run(args)
 
 

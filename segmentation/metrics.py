@@ -84,6 +84,10 @@ def predictions_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
+# Copies of the histogram that an accelerator's atomic adds spread over (see scatter_count).
+SCATTER_COPIES = 1
+
+
 def count_bins(index: torch.Tensor, num_bins: int) -> torch.Tensor:
     """(num_bins,) int64 occurrences of each value 0..num_bins-1 in `index` (any shape).
 
@@ -95,14 +99,22 @@ def count_bins(index: torch.Tensor, num_bins: int) -> torch.Tensor:
     index = index.reshape(-1)
     if index.device.type == "cpu":
         return torch.bincount(index, minlength=num_bins)
-    return scatter_count(index, num_bins)
+    return scatter_count(index, num_bins, SCATTER_COPIES)
 
 
-def scatter_count(index: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """`count_bins` by scatter_add_: (num_bins,) int64, on any device, without a host sync."""
+def scatter_count(index: torch.Tensor, num_bins: int, copies: int = 1) -> torch.Tensor:
+    """`count_bins` by scatter_add_: (num_bins,) int64, on any device, without a host sync.
+
+    With copies > 1, element i adds to copy i % copies of the histogram, and the copies are
+    summed: a million atomic adds onto a few hundred bins wait for each other, spread over
+    more addresses they wait less."""
     index = index.reshape(-1).long()  # scatter_add_ takes int64 indices
-    counts = torch.zeros(num_bins, dtype=torch.int64, device=index.device)
-    return counts.scatter_add_(0, index, torch.ones_like(index))
+    if copies > 1:
+        lane = torch.arange(index.numel(), device=index.device) % copies
+        index = index + lane * num_bins
+    counts = torch.zeros(copies * num_bins, dtype=torch.int64, device=index.device)
+    counts.scatter_add_(0, index, torch.ones_like(index))
+    return counts.view(copies, num_bins).sum(0)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> None:

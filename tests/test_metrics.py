@@ -114,6 +114,8 @@ def test_scatter_path_counts_like_bincount():
     expected = torch.bincount(index.reshape(-1), minlength=20)
     assert torch.equal(metrics.scatter_count(index.int(), 20), expected)
     assert torch.equal(metrics.count_bins(index.int(), 20), expected)
+    for copies in (2, 7, 128):  # spread over histogram copies (a count not dividing 6000 too)
+        assert torch.equal(metrics.scatter_count(index.int(), 20, copies), expected)
 
 
 def test_predictions_from_logits():
