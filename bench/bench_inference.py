@@ -53,9 +53,20 @@ from segmentation.models import model_from_config, required_input_multiple
 from segmentation.sample import generate_cityscapes
 from segmentation.visualize import overlay
 
+# On a CPU the model is most of a frame's time: the Renderer is held against a bare forward,
+# and bf16 must pay off. On a GPU the forward is a few percent of it (an H200: 1.5 ms of a
+# frame's 14): decoding and PNG encoding set the pace, and the Renderer is held against its
+# own pipeline without the model instead; bf16 rows are reported there, not judged.
 TARGET = ">= 0.85"
-PIPELINE_TARGET = ">= 0.85"  # on a GPU, of the frames/s that decoding and encoding allow
-BF16_SPEEDUP_TARGET = ">= 2.0"  # where the device computes bf16 natively
+PIPELINE_TARGET = ">= 0.85"
+BF16_SPEEDUP_TARGET = ">= 2.0"
+
+
+def judged_on(device: str, target: str, where: str) -> str:
+    """`target` where it applies ("cpu" or "cuda"), else no target (reported only)."""
+    return target if device == where else ""
+
+
 SEQUENCES = 3  # generate_cityscapes writes this many demo video sequences
 
 
@@ -314,7 +325,7 @@ def bf16_rows(args, count: int, seconds: dict) -> list[Result]:
                 count / statistics.median(seconds["renderer_bf16"]),
                 count / statistics.median(seconds[reference]),
                 "frames/s",
-                target,
+                judged_on(args.device, target, "cpu"),
                 note=f"wall clock; per-round ratio {low:.3f}..{high:.3f}",
                 paired=paired_ratio(seconds[reference], seconds["renderer_bf16"]),
             )
@@ -332,7 +343,7 @@ def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Resul
             count / statistics.median(seconds["renderer"]),
             count / statistics.median(seconds["bare"]),
             "frames/s",
-            TARGET,
+            judged_on(args.device, TARGET, "cpu"),
             note=f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
             f"save {' '.join(args.save)}, wall clock; per-round ratio {low:.3f}..{high:.3f}",
             paired=paired_ratio(seconds["bare"], seconds["renderer"]),
@@ -347,7 +358,7 @@ def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Resul
             "frames/s",
             # Where the model is fast (a GPU), decoding and PNG encoding set the pace: the
             # model's work must hide behind them. On a CPU the model is most of the time.
-            PIPELINE_TARGET if args.device == "cuda" else "",
+            judged_on(args.device, PIPELINE_TARGET, "cuda"),
             note=f"decode, overlay, PNG encode and write with class maps of zeros, no model; "
             f"per-round ratio {low:.3f}..{high:.3f}",
             paired=paired_ratio(seconds["pipeline"], seconds["renderer"]),

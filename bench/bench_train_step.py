@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument(
-        "--steps", type=int, help="batches per timed epoch (cuda 25; cpu 2; cpu --quick 1)"
+        "--steps", type=int, help="batches per timed epoch (cuda 20; cpu 2; cpu --quick 1)"
     )
     parser.add_argument("--rounds", type=int, help="timed epochs per variant (cuda 7, cpu 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant")
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = args.device == "cuda"
     args.size = args.size or ("512x1024" if cuda else "64x128" if args.quick else "128x256")
     # A GPU step takes milliseconds: many of them per round, or launch jitter is the result.
-    args.steps = args.steps or (25 if cuda else 1 if args.quick else 2)
+    args.steps = args.steps or (20 if cuda else 1 if args.quick else 2)
     args.rounds = args.rounds or (7 if cuda else 5)
     if args.precisions is None:
         args.precisions = ["float32"] if args.quick and not cuda else list(PRECISIONS)

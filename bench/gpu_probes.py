@@ -148,7 +148,9 @@ def syncs_per_step(device_name: str, sections: dict) -> dict:
 
         return run
 
-    epoch(2)()  # warm-up: cudnn.benchmark, the allocator, lazy initialization
+    # Warm-up as long as the short epoch: whatever happens once (cudnn.benchmark's timing, the
+    # allocator, lazy initialization) happens here, not in one counted epoch only.
+    epoch(SHORT_EPOCH)()
     short, _ = count_syncs(epoch(SHORT_EPOCH), cuda)
     long, sites = count_syncs(epoch(LONG_EPOCH), cuda)
     steps = (LONG_EPOCH - SHORT_EPOCH) / accumulate

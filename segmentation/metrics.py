@@ -84,8 +84,10 @@ def predictions_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-# Copies of the histogram that an accelerator's atomic adds spread over (see scatter_count).
-SCATTER_COPIES = 1
+# Copies of the histogram that an accelerator's atomic adds spread over (see scatter_count):
+# on an H200, an update of 2 x 512 x 1024 pixels over 20 classes took 0.42 ms with 1 copy,
+# 0.38 with 8 or 32, 0.31 with 128 (bench/bench_metrics.py --device cuda).
+SCATTER_COPIES = 128
 
 
 def count_bins(index: torch.Tensor, num_bins: int) -> torch.Tensor:
