@@ -862,3 +862,27 @@ def test_label_schemes_do_not_combine_with_label_names(cityscapes_root, tmp_path
     result = run_script("train.py", "--config", config, "--labels", "categories,road")
     assert_one_line_error(result, "'categories'", "cannot be combined with label names", "road")
     assert "unknown" not in result.stderr
+
+
+# A loader whose persistent workers are still alive when the interpreter exits.
+WORKERS_LEFT_AT_EXIT = """
+import torch
+from segmentation.data.loading import make_loader
+loader = make_loader(list(range(8)), batch_size=2, workers=2, device=torch.device("cpu"))
+print(sum(len(batch) for batch in loader))
+"""
+
+
+def test_workers_left_alive_at_exit_end_without_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "-c", WORKERS_LEFT_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["8"]
+    assert "Traceback" not in result.stderr and "killed by signal" not in result.stderr, (
+        result.stderr
+    )

@@ -279,3 +279,24 @@ def test_overlay_alpha_extremes_and_between():
     expected = 0.7 * image + 0.3 * colours
     assert np.abs(part[painted] - expected[painted]).max() <= 0.5 + 1e-6  # rounded
     assert np.array_equal(part[~painted], image[~painted])
+
+
+@pytest.mark.parametrize(
+    ("dataset", "labels"),
+    [("cityscapes", "classes"), ("cityscapes", "categories"), ("kitti", "road")],
+)  # softmax head; per-channel sigmoid head; one binary sigmoid channel
+def test_classes_only_come_from_the_logits_with_the_same_classes(
+    trained_checkpoint, dataset, labels
+):
+    trained = load_trained_model(trained_checkpoint(dataset, labels), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    height, width = trained.image_size
+    at_model_size = torch.randint(0, 256, (3, 3, height, width), generator=generator)
+    classes, probs = trained.predict(at_model_size.to(torch.uint8), probabilities=False)
+    assert probs is None  # taken from the logits: no probabilities computed
+    expected, _ = trained.predict(at_model_size.to(torch.uint8))
+    assert torch.equal(classes, expected)
+    # Any other size needs the resized probabilities: the full path, whatever is asked.
+    larger = torch.randint(0, 256, (1, 3, 2 * height, 2 * width), generator=generator)
+    classes, probs = trained.predict(larger.to(torch.uint8), probabilities=False)
+    assert probs is not None and torch.equal(classes, trained.predict(larger.to(torch.uint8))[0])

@@ -34,10 +34,16 @@ def _end_workers_at_exit() -> None:
     # Workers left alive at exit (a loader never garbage-collected) are ended for good before
     # multiprocessing's own exit handler waits for them; atexit runs handlers last-registered
     # first, so this one runs before multiprocessing's.
-    for child in multiprocessing.active_children():
-        if child.daemon:
-            child.kill()
-            child.join(timeout=5)
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if not children:
+        return
+    # The DataLoader's SIGCHLD handler takes a worker killed by a signal for a crash and raises
+    # in the middle of join (a traceback at the end of a run that went well): not these ones.
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+        child.join(timeout=5)
 
 
 def make_loader(

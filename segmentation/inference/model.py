@@ -20,7 +20,9 @@ from segmentation.inference.predict import (
     PredictionOptions,
     drop_small_clusters_in_batch,
     predict_probabilities,
+    valid_size,
 )
+from segmentation.metrics import predictions_from_logits
 from segmentation.models import encoder_normalization, model_from_config, required_input_multiple
 
 DEFAULT_PREDICTION = PredictionOptions()
@@ -78,14 +80,28 @@ class TrainedModel:
             return model(images)
 
     def predict(
-        self, images: torch.Tensor, options: PredictionOptions = DEFAULT_PREDICTION
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        images: torch.Tensor,
+        options: PredictionOptions = DEFAULT_PREDICTION,
+        *,
+        probabilities: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 images (B, 3, H, W) -> class maps (B, H, W) int64 and probabilities
         (B, C, H, W), on the model's device at the images' size (see predict_probabilities);
-        with options.drop_clusters the maps are cleaned of regions under N x N pixels."""
+        with options.drop_clusters the maps are cleaned of regions under N x N pixels.
+
+        probabilities=False: the caller needs the classes only (the second item may be None).
+        A plain prediction (one view, images at the model's input size, no clean-up) then
+        takes the classes straight from the logits: softmax and sigmoid keep the order of a
+        pixel's scores, so the classes are the same, without the passes over (B, C, H, W)
+        that computing and merging probabilities costs.
+        """
+        normalized = self.normalize(images)
+        if not probabilities and self._is_plain(options, normalized):
+            return predictions_from_logits(self.forward(normalized)), None
         probs = predict_probabilities(
             self.forward,
-            self.normalize(images),
+            normalized,
             self.head,
             base_size=self.image_size,
             divisor=self.divisor,
@@ -99,6 +115,13 @@ class TrainedModel:
             classes = drop_small_clusters_in_batch(classes, probs, options.drop_clusters)
             classes = classes.to(self.device)
         return classes, probs
+
+    def _is_plain(self, options: PredictionOptions, images: torch.Tensor) -> bool:
+        """One view at the model's own input size: predict_probabilities would resize
+        nothing and merge nothing."""
+        one_view = options.tta == "none" and not options.sliding_window
+        input_size = valid_size(*self.image_size, self.divisor)
+        return one_view and not options.drop_clusters and tuple(images.shape[-2:]) == input_size
 
 
 def load_trained_model(

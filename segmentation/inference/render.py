@@ -271,8 +271,9 @@ class Renderer:
         options = self.options
         with torch.inference_mode():
             # The clean-up is a host job: done here, its maps stay on the host.
+            clean_up = options.prediction.drop_clusters > 0  # needs the probabilities
             classes, probs = self.trained.predict(
-                images, replace(options.prediction, drop_clusters=0)
+                images, replace(options.prediction, drop_clusters=0), probabilities=clean_up
             )
             if options.prediction.drop_clusters:
                 cleaned = drop_small_clusters_in_batch(
