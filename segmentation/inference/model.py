@@ -96,9 +96,11 @@ class TrainedModel:
         pixel's scores, so the classes are the same, without the passes over (B, C, H, W)
         that computing and merging probabilities costs.
         """
+        if not probabilities:
+            logits = self.plain_logits(images, options)
+            if logits is not None:
+                return predictions_from_logits(logits), None
         normalized = self.normalize(images)
-        if not probabilities and self._is_plain(options, normalized):
-            return predictions_from_logits(self.forward(normalized)), None
         probs = predict_probabilities(
             self.forward,
             normalized,
@@ -115,6 +117,16 @@ class TrainedModel:
             classes = drop_small_clusters_in_batch(classes, probs, options.drop_clusters)
             classes = classes.to(self.device)
         return classes, probs
+
+    def plain_logits(
+        self, images: torch.Tensor, options: PredictionOptions = DEFAULT_PREDICTION
+    ) -> torch.Tensor | None:
+        """Logits (B, K, H, W) of uint8 images (B, 3, H, W) when `options` ask for a plain
+        prediction (one view at the model's input size, no clean-up): their classes are
+        `predictions_from_logits` of them. None for any other prediction (use `predict`)."""
+        if not self._is_plain(options, images):
+            return None
+        return self.forward(self.normalize(images))
 
     def _is_plain(self, options: PredictionOptions, images: torch.Tensor) -> bool:
         """One view at the model's own input size: predict_probabilities would resize

@@ -35,6 +35,7 @@ from segmentation.errors import UserError
 from segmentation.files import write_atomically
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions, drop_small_clusters_in_batch
+from segmentation.metrics import predictions_from_logits
 from segmentation.visualize import colorize, overlay
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,13 @@ def _write_outputs(
     scheme: LabelScheme,
     alpha: float,
 ) -> None:
-    """image (3, H, W) uint8 RGB, classes (H, W) uint8 on the host once `ready` has passed."""
+    """image (3, H, W) uint8 RGB; classes (H, W) uint8 on the host once `ready` has passed,
+    or the frame's logits (K, H, W) on the CPU, whose classes are taken here."""
     if ready is not None:
         ready.synchronize()
+    if classes.dim() == 3:
+        with torch.inference_mode():
+            classes = predictions_from_logits(classes[None])[0].to(torch.uint8)
     class_map = classes.numpy()
     colors = colorize(class_map, scheme) if {"overlay", "color"} & set(kinds) else None
     for kind, path in zip(kinds, paths):
@@ -267,9 +272,15 @@ class Renderer:
 
     def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 on the host at the frames' size,
-        and the CUDA event after which they are there (None: they are there already)."""
+        and the CUDA event after which they are there (None: they are there already). A
+        plain prediction on the CPU returns its logits (B, K, H, W) instead: the writing
+        threads take the classes, beside the next forward rather than before it."""
         options = self.options
         with torch.inference_mode():
+            if self.trained.device.type == "cpu":
+                logits = self.trained.plain_logits(images, options.prediction)
+                if logits is not None:
+                    return logits, None
             # The clean-up is a host job: done here, its maps stay on the host.
             clean_up = options.prediction.drop_clusters > 0  # needs the probabilities
             classes, probs = self.trained.predict(
