@@ -886,3 +886,23 @@ def test_workers_left_alive_at_exit_end_without_a_traceback():
     assert "Traceback" not in result.stderr and "killed by signal" not in result.stderr, (
         result.stderr
     )
+
+
+def test_sigterm_to_every_process_of_the_job_saves_too(long_epochs_root, tmp_path, small_config):
+    """SLURM's pre-emption and systemd signal each process of the job, DataLoader workers
+    included, by pid: the workers outlive it until the step is finished and saved."""
+    import psutil
+
+    run_dir = tmp_path / "run"
+    settings = {"train": {"epochs": 2, "batch_size": 2, "log_every": 1}, "data": {"workers": 2}}
+    config = write_yaml(tmp_path / "c.yaml", small_config(long_epochs_root, run_dir, **settings))
+    process = start_training(config)
+    wait_for(first_steps_logged(run_dir), process, "the first steps")
+    job = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    assert len(job) >= 3  # the training process and its two workers
+    for member in job:
+        os.kill(member.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
+    assert load_checkpoint(run_dir / "last.pt")["state"]["epoch_batches"] > 0

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -16,6 +17,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from segmentation.data.io import limit_opencv_threads
+
+# Set in the training process when a stop signal reached it (announce_stop); its workers,
+# forked after this module was imported, read the same shared byte.
+_stop_announced = multiprocessing.RawValue("b", 0)
+# How long a worker that got SIGTERM waits to learn whether its process is stopping too: the
+# training process's handler runs between two Python operations, after a long forward at worst.
+WORKER_STOP_GRACE_SECONDS = 60.0
+
+
+def announce_stop() -> None:
+    """Tell this process's DataLoader workers that a SIGTERM they get too is the job's: this
+    process finishes its step with their batches and saves, then ends them itself."""
+    _stop_announced.value = 1
 
 
 def _init_worker(worker_id: int) -> None:
@@ -28,6 +42,22 @@ def _init_worker(worker_id: int) -> None:
     with contextlib.suppress(OSError):
         os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A scheduler can also signal every process of the job by pid (SLURM's pre-emption, systemd's
+    # control group): then the worker outlives the signal while its process finishes the step.
+    signal.signal(signal.SIGTERM, functools.partial(_on_sigterm_in_worker, os.getppid()))
+
+
+def _on_sigterm_in_worker(parent: int, signum: int, frame: object) -> None:
+    """Outlive SIGTERM if the training process says it is stopping too (then it ends this
+    worker once it has saved); otherwise (the DataLoader ending a stuck worker, an inference
+    run stopped, the parent gone) die of it, as by default."""
+    deadline = time.monotonic() + WORKER_STOP_GRACE_SECONDS
+    while time.monotonic() < deadline and os.getppid() == parent:
+        if _stop_announced.value:
+            return
+        time.sleep(0.01)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _end_workers_at_exit() -> None:

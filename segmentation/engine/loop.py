@@ -27,7 +27,7 @@ from segmentation.checkpoint import copy_checkpoint, save_checkpoint
 from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.build import with_dataset_classes
 from segmentation.data.labels import IGNORE_INDEX
-from segmentation.data.loading import progress_bar
+from segmentation.data.loading import announce_stop, progress_bar
 from segmentation.devices import autocast, forward_in_range, native_bf16, resolve_amp
 from segmentation.engine.distributed import (
     any_process,
@@ -383,6 +383,7 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
                 raise KeyboardInterrupt
             return
         stop.requested = True
+        announce_stop()  # the DataLoader workers may have got the signal too: they stay
         stop.signal_name = signal.Signals(signum).name
         stop.signal_number = signum
         logger.warning(
