@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -314,8 +315,17 @@ def test_bad_report_folders_are_one_line_before_the_evaluation(
         assert "does not exist" not in lines[0] and captured.out == ""
     assert [path.name for path in used.iterdir()] == ["notes.txt"]
 
+    assert run_evaluate(checkpoint, "--report", used, "--overwrite", "--report-images", 2) == 0
+    panels = sorted(path.name for path in used.glob("worst_*.png"))
+    assert len(panels) == 2
+    (used / "worst_99_mine.png").write_bytes(b"not the report's")  # named by no page
+    # Again with no image panels: the earlier page's panels go, nothing else does.
     assert run_evaluate(checkpoint, "--report", used, "--overwrite", "--report-images", 0) == 0
     assert (used / "index.html").is_file() and (used / "notes.txt").read_text() == "mine"
+    assert not any((used / name).exists() for name in panels)
+    assert (used / "worst_99_mine.png").read_bytes() == b"not the report's"
+    shown = set(re.findall(r'<img src="([^"]+)"', (used / "index.html").read_text()))
+    assert shown and all((used / name).is_file() for name in shown)
 
 
 # --- a real browser ---

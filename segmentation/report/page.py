@@ -8,10 +8,11 @@ JSON, so that tests (and scripts) can read the page back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 
 import cv2
@@ -95,8 +96,24 @@ def write_report(folder: Path, inputs: ReportInputs) -> Path:
         + "\n</body>\n</html>\n"
     )
     path = folder / "index.html"
+    earlier = _pictures_of(path)
     _write(path, page.encode())
+    # An --overwrite of an earlier report: its pictures that this page no longer shows go (a
+    # picture the earlier page did not name, the user's own file, stays).
+    for name in sorted(earlier - _pictures_of(path)):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
     return path
+
+
+def _pictures_of(page: Path) -> set[str]:
+    """The PNG files beside `page` that it shows (none if there is no page)."""
+    try:
+        text = page.read_text(errors="replace")
+    except OSError:
+        return set()
+    names = set(re.findall(r'<img src="([^"/\\]+\.png)"', text))
+    return {unescape(name) for name in names}
 
 
 def _write(path: Path, data: bytes) -> None:
