@@ -19,6 +19,7 @@ import inference
 from segmentation.data.labels import get_scheme
 from segmentation.inference.model import load_trained_model
 from segmentation.inference.predict import drop_small_clusters
+from segmentation.inference.render import Renderer, RenderOptions
 from segmentation.visualize import overlay
 
 KINDS = ("overlay", "color", "labelIds")
@@ -300,3 +301,13 @@ def test_classes_only_come_from_the_logits_with_the_same_classes(
     larger = torch.randint(0, 256, (1, 3, 2 * height, 2 * width), generator=generator)
     classes, probs = trained.predict(larger.to(torch.uint8), probabilities=False)
     assert probs is not None and torch.equal(classes, trained.predict(larger.to(torch.uint8))[0])
+
+
+def test_one_batch_of_frames_is_decoded_without_forking_workers(checkpoint, frames_dir):
+    trained = load_trained_model(checkpoint, torch.device("cpu"))
+    renderer = Renderer(trained, RenderOptions(batch_size=2, workers=2))
+    frames = renderer.frames(str(frames_dir), frames_dir.parent / "elsewhere")
+    assert len(frames) >= 3
+    assert renderer._loader(frames[:2], None, set()).num_workers == 0
+    assert renderer._loader(frames[:3], None, set()).num_workers == 2
+    assert renderer._loader(frames[:3], None, {0}).num_workers == 0  # one frame left to do

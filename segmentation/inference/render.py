@@ -230,7 +230,9 @@ class Renderer:
         else:
             todo = [index for index in range(len(frames)) if index not in done]
             dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
-            workers = self.options.workers
+            # One batch at most (an image, a few): decoded here it costs what a worker's
+            # decoding would, without forking workers first and ending them after.
+            workers = self.options.workers if len(todo) > self.options.batch_size else 0
         return make_loader(
             dataset,
             batch_size=self.options.batch_size,
