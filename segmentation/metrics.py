@@ -85,8 +85,8 @@ def predictions_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 # Copies of the histogram that an accelerator's atomic adds spread over (see scatter_count):
-# on an H200, an update of 2 x 512 x 1024 pixels over 20 classes took 0.42 ms with 1 copy,
-# 0.38 with 8 or 32, 0.31 with 128 (bench/bench_metrics.py --device cuda).
+# the fastest of 1, 8, 32 and 128 on an H200 (bench/bench_metrics.py --device cuda has a row
+# for each).
 SCATTER_COPIES = 128
 
 
