@@ -310,65 +310,74 @@ def renderer_run(renderer: Renderer, pattern: str, folder: Path, predict_seconds
     return render
 
 
+def frames_row(
+    name: str, seconds: dict, ours: str, reference: str, count: int, target: str, note: str
+) -> Result:
+    """Side `ours` against side `reference` in frames/s (medians over the rounds), their
+    paired ratio, and the per-round spread at the end of `note`."""
+    low, high = ratio_spread(seconds[reference], seconds[ours])
+    return Result(
+        name,
+        count / statistics.median(seconds[ours]),
+        count / statistics.median(seconds[reference]),
+        "frames/s",
+        target,
+        note=f"{note}per-round ratio {low:.3f}..{high:.3f}",
+        paired=paired_ratio(seconds[reference], seconds[ours]),
+    )
+
+
 def bf16_rows(args, count: int, seconds: dict) -> list[Result]:
     """inference.py in bf16 autocast against float32, and against a bare bf16 forward."""
     model = f"{args.arch.upper()}-{args.backbone}"
     label = f"inference {model} {args.size} b{args.batch_size} bf16"
-    rows = []
-    for reference, what, target in (
-        ("renderer", "Renderer --amp bf16 vs --amp off", BF16_SPEEDUP_TARGET),
-        ("bare_bf16", "Renderer vs bare forward, both bf16", TARGET),
-    ):
-        low, high = ratio_spread(seconds[reference], seconds["renderer_bf16"])
-        rows.append(
-            Result(
-                f"{label}: {what}",
-                count / statistics.median(seconds["renderer_bf16"]),
-                count / statistics.median(seconds[reference]),
-                "frames/s",
-                judged_on(args.device, target, "cpu"),
-                note=f"wall clock; per-round ratio {low:.3f}..{high:.3f}",
-                paired=paired_ratio(seconds[reference], seconds["renderer_bf16"]),
-            )
+    return [
+        frames_row(
+            f"{label}: {what}",
+            seconds,
+            "renderer_bf16",
+            reference,
+            count,
+            judged_on(args.device, target, "cpu"),
+            "wall clock; ",
         )
-    return rows
+        for reference, what, target in (
+            ("renderer", "Renderer --amp bf16 vs --amp off", BF16_SPEEDUP_TARGET),
+            ("bare_bf16", "Renderer vs bare forward, both bf16", TARGET),
+        )
+    ]
 
 
 def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Result]:
     model = f"{args.arch.upper()}-{args.backbone}"
-    label = f"inference {model} {args.size} b{args.batch_size}: Renderer vs bare forward"
-    low, high = ratio_spread(seconds["bare"], seconds["renderer"])
+    label = f"inference {model} {args.size} b{args.batch_size}: Renderer"
     rows = [
-        Result(
-            label,
-            count / statistics.median(seconds["renderer"]),
-            count / statistics.median(seconds["bare"]),
-            "frames/s",
+        frames_row(
+            f"{label} vs bare forward",
+            seconds,
+            "renderer",
+            "bare",
+            count,
             judged_on(args.device, TARGET, "cpu"),
-            note=f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
-            f"save {' '.join(args.save)}, wall clock; per-round ratio {low:.3f}..{high:.3f}",
-            paired=paired_ratio(seconds["bare"], seconds["renderer"]),
-        )
-    ]
-    low, high = ratio_spread(seconds["pipeline"], seconds["renderer"])
-    rows.append(
-        Result(
-            f"{label.replace('vs bare forward', 'vs its pipeline without the model')}",
-            count / statistics.median(seconds["renderer"]),
-            count / statistics.median(seconds["pipeline"]),
-            "frames/s",
-            # Where the model is fast (a GPU), decoding and PNG encoding set the pace: the
-            # model's work must hide behind them. On a CPU the model is most of the time.
+            f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
+            f"save {' '.join(args.save)}, wall clock; ",
+        ),
+        # Where the model is fast (a GPU), decoding and PNG encoding set the pace: the model's
+        # work must hide behind them. On a CPU the model is most of the time.
+        frames_row(
+            f"{label} vs its pipeline without the model",
+            seconds,
+            "renderer",
+            "pipeline",
+            count,
             judged_on(args.device, PIPELINE_TARGET, "cuda"),
-            note=f"decode, overlay, PNG encode and write with class maps of zeros, no model; "
-            f"per-round ratio {low:.3f}..{high:.3f}",
-            paired=paired_ratio(seconds["pipeline"], seconds["renderer"]),
-        )
-    )
+            "decode, overlay, PNG encode and write with class maps of zeros, no model; ",
+        ),
+    ]
     if cpu is not None:
         rows.append(
             Result(
-                f"{label}, CPU work",
+                f"{label} vs bare forward, CPU work",
                 count / statistics.median(cpu["renderer"]),
                 count / statistics.median(cpu["bare"]),
                 "frames/CPU-s",
