@@ -20,6 +20,7 @@ from segmentation.errors import UserError
 from segmentation.evaluation.outputs import Output, check_apart, check_outside_dataset
 from segmentation.files import check_new_file, check_new_folder, write_atomically
 from segmentation.inference.arguments import add_prediction_arguments, prediction_options
+from segmentation.report.folder import check_report_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --output-json file, write into a non-empty --report folder",
+        help="replace an existing --output-json file; write into a non-empty --report folder, "
+        "replacing an earlier report there (only the files that report wrote)",
     )
     return parser
 
@@ -131,8 +133,6 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def check_report_arguments(args: argparse.Namespace) -> None:
-    from segmentation.report.folder import check_report_folder
-
     if args.compare and not args.report:
         raise UserError("--compare belongs to the report: add --report DIR")
     if not args.report:
