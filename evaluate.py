@@ -17,8 +17,10 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
+from segmentation.evaluation.outputs import Output, check_apart, check_outside_dataset
 from segmentation.files import check_new_file, check_new_folder, write_atomically
 from segmentation.inference.arguments import add_prediction_arguments, prediction_options
+from segmentation.report.folder import check_report_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_prediction_arguments(parser, batch_size=2)
     parser.add_argument("--data-root", help="dataset root (default: the one trained on)")
-    parser.add_argument("--split", default="val", help="val (default), train or test")
+    parser.add_argument(
+        "--split",
+        default="val",
+        help="val (default), train or test; a folder dataset's split: a folder of ROOT/images",
+    )
     parser.add_argument("--export-dir", type=Path, help="write predictions here (must be new)")
     parser.add_argument("--export-color", action="store_true", help="also export colour PNGs")
     parser.add_argument("--output-json", type=Path, help="write the scores as JSON")
@@ -50,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --output-json file, write into a non-empty --report folder",
+        help="replace an existing --output-json file; write into a non-empty --report folder, "
+        "replacing an earlier report there (only the files that report wrote)",
     )
     return parser
 
@@ -85,8 +92,29 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def check_split(split: str) -> None:
+    """A split is a name that the dataset's layout resolves (ROOT/images/SPLIT and
+    ROOT/masks/SPLIT): a path would pick other files, e.g. ../masks/val scores masks as images."""
+    if split in ("", ".", "..") or "/" in split or "\\" in split:
+        raise UserError(
+            f"--split {split!r} is not a split name: give val, train or test (a folder "
+            "dataset's splits are the folders of ROOT/images), not a path"
+        )
+
+
+def output_paths(args: argparse.Namespace) -> list[Output]:
+    """Where this run writes."""
+    outputs = [
+        Output("--output-json", args.output_json, folder=False),
+        Output("--export-dir", args.export_dir, folder=True),
+        Output("--report", args.report, folder=True),
+    ]
+    return [output for output in outputs if output.path is not None]
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Output paths are checked before the evaluation: a failure after it loses its work."""
+    check_apart(output_paths(args))
     if args.output_json:
         if args.output_json.resolve() == args.checkpoint.resolve():
             raise UserError(
@@ -112,13 +140,7 @@ def check_report_arguments(args: argparse.Namespace) -> None:
     if args.report_images < 0:
         raise UserError(f"--report-images must be 0 or more, got {args.report_images}")
     check_new_folder(args.report, "--report")
-    if args.export_dir and args.report.resolve() == args.export_dir.resolve():
-        raise UserError("--report and --export-dir are one folder: give the report its own")
-    if args.report.is_dir() and any(args.report.iterdir()) and not args.overwrite:
-        raise UserError(
-            f"report folder {args.report} is not empty: choose a new --report, or add "
-            "--overwrite to write the report into it"
-        )
+    check_report_folder(args.report, args.overwrite)
 
 
 def write_scores(results: dict, path: Path, overwrite: bool) -> None:
@@ -184,16 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.report.summary import check_same_scheme, read_comparison
 
         prediction = prediction_options(args)
+        check_split(args.split)
         check_outputs(args)
         other = read_comparison(args.compare) if args.compare else None
         trained = load_trained_model(
             args.checkpoint, resolve_device(args.device), amp=args.amp, compile=args.compile
         )
         if other is not None:
-            check_same_scheme(other, trained.scheme.dataset, trained.scheme.name, args.compare)
+            check_same_scheme(other, trained.scheme, args.compare)
         data_config = trained.config.data
         if args.data_root:
             data_config = data_config.model_copy(update={"root": args.data_root})
+        check_outside_dataset(output_paths(args), Path(data_config.root))
         if data_config.dataset == "cityscapes" and args.split == "test":
             raise UserError(
                 "the Cityscapes test labels are dummies (all 'unlabeled'): score the val split, "

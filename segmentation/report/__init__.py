@@ -6,6 +6,9 @@
 - `images`: input | ground truth | prediction | error-map panels, and the worst and best
   images kept during the evaluation pass.
 - `page`: the report folder, index.html and its PNG files.
+- `folder`: which files of a report folder are ours (the page marks itself), what --overwrite
+  may replace.
+- `text`: class and image names as the page and the charts show them.
 
 It imports neither the engine nor the inference package: both sides use it.
 """

@@ -3,7 +3,7 @@
 Figures are built with the object-oriented API (`Figure` + `FigureCanvasAgg`), never pyplot:
 no global backend is chosen, no window can open, and nothing is shared between calls, so the
 training loop and evaluate.py can draw from any thread. Classes are drawn in the label scheme's
-own colours.
+own colours and labelled by `text.chart_label` (visible, capped, no math mode).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from segmentation.report.summary import PrecisionRecall
+from segmentation.report.text import chart_label
 
 DPI = 100
 # A category's line in the PR chart; categories are not classes, so they take plain colours.
@@ -74,7 +75,7 @@ def class_scores_figure(
         scores.text(np.nan_to_num(value) + 0.01, row + 0.2, text, va="center", fontsize=8)
     scores.set(xlim=(0, 1.12), xticks=np.linspace(0, 1, 6), yticks=rows)
     scores.set_xlabel("IoU (solid), Dice (light)")
-    scores.set_yticklabels([names[i] for i in order])
+    scores.set_yticklabels([chart_label(names[i]) for i in order])
     # Bars take their class's colour: the legend shows the two kinds in grey.
     kinds = [Patch(color="#666666", label="IoU"), Patch(color="#666666", alpha=0.45, label="Dice")]
     scores.legend(handles=kinds, loc="lower right", fontsize="small")
@@ -116,10 +117,11 @@ def confusion_figure(normalized: np.ndarray, names: Sequence[str], colors: np.nd
                           fontsize=7, color=shade)  # fmt: skip
     ticks = np.arange(count)
     rows.set(xticks=[], yticks=ticks, ylabel="ground truth")
-    rows.set_yticklabels(names)
+    labels = [chart_label(name) for name in names]
+    rows.set_yticklabels(labels)
     columns.set(yticks=[], xticks=ticks, title="prediction")
     columns.xaxis.tick_top()
-    columns.set_xticklabels(names, rotation=90)
+    columns.set_xticklabels(labels, rotation=90)
     heat.tick_params(labelleft=False, labelbottom=False, left=False, bottom=False)
     figure.colorbar(image, cax=figure.add_subplot(grid[1, 2]), label="share of the row")
     return figure
@@ -156,7 +158,8 @@ def compare_figure(
                   ha="left" if np.nan_to_num(value) >= 0 else "right", fontsize=8)  # fmt: skip
     axes.axvline(0.0, color="black", lw=0.8)
     limit = max(0.05, float(np.nanmax(np.abs(values), initial=0.0)) * 1.3)
-    axes.set(xlim=(-limit, limit), yticks=rows, xlabel=f"IoU change against {other}")
-    axes.set_yticklabels(list(names))
+    xlabel = f"IoU change against {chart_label(other, 80)}"
+    axes.set(xlim=(-limit, limit), yticks=rows, xlabel=xlabel)
+    axes.set_yticklabels([chart_label(name) for name in names])
     axes.grid(axis="x", alpha=0.3)
     return figure

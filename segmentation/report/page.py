@@ -3,16 +3,22 @@
 The page is self-contained: inline CSS, no script, no font or file from the network, images by
 relative name, so the folder opens from disk anywhere and can be copied as a whole. Every
 number it shows that evaluate.py's JSON holds carries `data-key="a/b/c"`, its path in that
-JSON, so that tests (and scripts) can read the page back.
+JSON, so that tests (and scripts) can read the page back. Names from the user's files (classes,
+images) show through `text.visible`: a control character is written as its escape.
+
+A generator tag marks the page as ours (folder.py): an --overwrite of an earlier report
+replaces and removes only the files that page names, never a file of the user's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import math
 import re
 from dataclasses import dataclass, field
-from html import escape, unescape
+from html import escape
 from pathlib import Path
 
 import cv2
@@ -21,6 +27,7 @@ import numpy as np
 from segmentation.data.labels import LabelScheme
 from segmentation.files import write_atomically
 from segmentation.report import charts
+from segmentation.report.folder import IMAGE_LIST, MARKER, PAGE, files_of_report
 from segmentation.report.images import Shown
 from segmentation.report.summary import (
     iou_deltas,
@@ -29,6 +36,7 @@ from segmentation.report.summary import (
     row_normalized,
     top_confusions,
 )
+from segmentation.report.text import visible
 
 HEADLINE = (("mIoU", "mIoU"), ("mDice", "mDice"), ("pixel_accuracy", "pixel accuracy"))
 KITTI_KEYS = ("MaxF", "AP", "PRE", "REC")
@@ -48,6 +56,8 @@ img { max-width: 100%; }
 .samples img { width: 100%; }
 figure.sample { margin: 0 0 14px 0; }
 figure.sample figcaption { font-family: monospace; margin-bottom: 2px; }
+td.name { max-width: 28em; }
+td.name, li, figcaption, h2 { overflow-wrap: anywhere; }  /* a long name wraps, not widens */
 .tiles { display: grid; grid-template-columns: repeat(4, 1fr); font-size: 13px; color: #555; }
 .note { color: #555; font-size: 14px; }
 .row { display: flex; gap: 28px; align-items: flex-start; flex-wrap: wrap; }
@@ -75,45 +85,37 @@ class ReportInputs:
 
 def write_report(folder: Path, inputs: ReportInputs) -> Path:
     """Write the PNG files, then index.html (last, so that a page never names a missing
-    picture); returns the page's path."""
+    picture); returns the page's path. An earlier report of ours in `folder` is replaced: its
+    files that the new page does not name are removed (evaluate.py checked the folder first,
+    folder.check_report_folder)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    earlier = files_of_report(folder)
     sections = [
         _header(inputs),
         _class_section(folder, inputs),
         _confusion_section(folder, inputs),
         _road_section(folder, inputs),
         _compare_section(folder, inputs),
-        _images_section(folder, "worst", inputs.worst),
-        _images_section(folder, "best", inputs.best),
+        _images_section(folder, "worst", inputs.worst, earlier),
+        _images_section(folder, "best", inputs.best, earlier),
         _image_list(folder, inputs.image_scores),
     ]
     title = f"Evaluation of {Path(inputs.results['checkpoint']).name}"
     page = (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{MARKER}\n'
+        f"<title>{escape(visible(title))}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         + "\n".join(section for section in sections if section)
         + "\n</body>\n</html>\n"
     )
-    path = folder / "index.html"
-    earlier = _pictures_of(path)
+    path = folder / PAGE
     _write(path, page.encode())
-    # An --overwrite of an earlier report: its pictures that this page no longer shows go (a
-    # picture the earlier page did not name, the user's own file, stays).
-    for name in sorted(earlier - _pictures_of(path)):
+    # An --overwrite of an earlier report: its files that this page no longer names go (a file
+    # the earlier page did not name, the user's own, stays).
+    for name in sorted(earlier - files_of_report(folder)):
         with contextlib.suppress(OSError):
             (folder / name).unlink()
     return path
-
-
-def _pictures_of(page: Path) -> set[str]:
-    """The PNG files beside `page` that it shows (none if there is no page)."""
-    try:
-        text = page.read_text(errors="replace")
-    except OSError:
-        return set()
-    names = set(re.findall(r'<img src="([^"/\\]+\.png)"', text))
-    return {unescape(name) for name in names}
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -136,7 +138,7 @@ def _number(value: float | None, key: str = "", digits: int = 4, of: str = "key"
     """A number as the page shows it; `key`, its path in the JSON, goes in data-key (data-
     compare-key with of="compare-key": a number of the --compare JSON)."""
     text = "&ndash;" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-    attribute = f' data-{of}="{escape(key)}"' if key else ""
+    attribute = f' data-{of}="{escape(visible(key))}"' if key else ""
     return f'<span class="n"{attribute}>{text}</span>'
 
 
@@ -158,7 +160,7 @@ def _header(inputs: ReportInputs) -> str:
         ("date", inputs.created),
     ]
     rows = "".join(
-        f"<tr><th>{name}</th><td>{escape(str(value))}</td></tr>" for name, value in facts
+        f"<tr><th>{name}</th><td>{escape(visible(str(value)))}</td></tr>" for name, value in facts
     )
     boxes = "".join(
         f"<div>{label}{_number(results[key], key)}</div>" for key, label in HEADLINE
@@ -216,7 +218,7 @@ def _class_section(folder: Path, inputs: ReportInputs) -> str:
     )
     image = _chart(folder, "class_scores.png", figure, "per-class IoU and Dice")
     rows = "".join(
-        f"<tr><td>{_swatch(color)}{escape(name)}</td>"
+        f'<tr><td class="name">{_swatch(color)}{escape(visible(name))}</td>'
         f'<td class="n">{_number(per_class[name]["iou"], f"per_class/{name}/iou")}</td>'
         f'<td class="n">{_number(per_class[name]["dice"], f"per_class/{name}/dice")}</td>'
         f'<td class="n">{_number(100 * share[i], digits=2)}%</td></tr>'
@@ -236,7 +238,7 @@ def _confusion_section(folder: Path, inputs: ReportInputs) -> str:
     normalized = row_normalized(inputs.confusion)
     figure = charts.confusion_figure(normalized, names, inputs.scheme.colors)
     image = _chart(folder, "confusion.png", figure, "row-normalized confusion matrix")
-    confusions = top_confusions(inputs.confusion, names)
+    confusions = top_confusions(inputs.confusion, [visible(name) for name in names])
     items = "".join(f"<li>{escape(str(confusion))}</li>" for confusion in confusions)
     listing = f"<ol>{items}</ol>" if items else '<p class="note">no confusion above 1%</p>'
     return (
@@ -278,26 +280,28 @@ def _compare_section(folder: Path, inputs: ReportInputs) -> str:
     )
     table = (
         f"<table><tr><th></th><th class='n'>this run</th><th class='n'>"
-        f"{escape(inputs.compare_name)}</th></tr>{rows}</table>"
+        f"{escape(visible(inputs.compare_name))}</th></tr>{rows}</table>"
     )
-    source = escape(str(other.get("checkpoint", "")))
+    source = escape(visible(str(other.get("checkpoint", ""))))
     return (
-        f'<h2 id="compare">Against {escape(inputs.compare_name)}</h2>\n'
+        f'<h2 id="compare">Against {escape(visible(inputs.compare_name))}</h2>\n'
         f'<p class="note">{source}</p>\n<div class="row">{table}<div>{image}</div></div>'
     )
 
 
-def _images_section(folder: Path, which: str, shown: list[Shown]) -> str:
+def _images_section(folder: Path, which: str, shown: list[Shown], earlier: set[str]) -> str:
+    """The panels of one list; `earlier`: the files of the report this one replaces."""
     if not shown:
         return ""
     figures = []
     for rank, item in enumerate(shown, start=1):
-        name = f"{which}_{rank:02d}_{_file_part(item.name)}.png"
+        name = _panel_name(folder, f"{which}_{rank:02d}_{_file_part(item.name)}", earlier)
         _write_png(folder / name, item.pixels)
+        shown_name = escape(visible(item.name))
         figures.append(
-            f'<figure class="sample" data-list="{which}" data-name="{escape(item.name)}" '
-            f'data-miou="{item.miou!r}"><figcaption>{rank}. {escape(item.name)} &nbsp; mIoU '
-            f'{item.miou:.4f}</figcaption><img src="{escape(name)}" alt="{escape(item.name)}">'
+            f'<figure class="sample" data-list="{which}" data-name="{shown_name}" '
+            f'data-miou="{item.miou!r}"><figcaption>{rank}. {shown_name} &nbsp; mIoU '
+            f'{item.miou:.4f}</figcaption><img src="{escape(name)}" alt="{shown_name}">'
             "</figure>"
         )
     title = f"{which.capitalize()} {len(shown)} image{'s' if len(shown) > 1 else ''} by mIoU"
@@ -317,16 +321,36 @@ def _file_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
 
 
+def _panel_name(folder: Path, stem: str, earlier: set[str]) -> str:
+    """`stem`.png, or `stem`_2.png, ... where a file of that name is the user's (one that the
+    earlier report did not write): a panel never replaces it."""
+    name, number = f"{stem}.png", 2
+    while name not in earlier and (folder / name).exists():
+        name, number = f"{stem}_{number}.png", number + 1
+    return name
+
+
+def csv_text(text: str) -> str:
+    """`text` as a CSV cell that a spreadsheet shows as text: one starting with = + - @ (or a
+    tab or carriage return) would be run as a formula, so it gets a leading apostrophe."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def _image_list(folder: Path, scores: list[tuple[str, float]]) -> str:
-    """images.csv: every image's mIoU, worst first, for a look beyond the pictures."""
+    """images.csv: every image's mIoU, worst first, for a look beyond the pictures. Written by
+    the csv module: a name with a comma, quote or line break stays one cell."""
     if not scores:
         return ""
     ranked = sorted(scores, key=lambda item: (math.isnan(item[1]), item[1], item[0]))
-    lines = ["name,mIoU"] + [f"{name},{'' if math.isnan(miou) else f'{miou:.6f}'}"
-                             for name, miou in ranked]  # fmt: skip
-    _write(folder / "images.csv", ("\n".join(lines) + "\n").encode())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "mIoU"])
+    writer.writerows(
+        (csv_text(name), "" if math.isnan(miou) else f"{miou:.6f}") for name, miou in ranked
+    )
+    _write(folder / IMAGE_LIST, buffer.getvalue().encode())
     return (
-        '<p class="note">Every image\'s mIoU, worst first: <a href="images.csv">images.csv</a>. '
+        f'<p class="note">Every image\'s mIoU, worst first: <a href="{IMAGE_LIST}">images.csv</a>. '
         "An image's mIoU is the mean IoU over the classes in its ground truth or prediction, "
         "from its own confusion matrix, ignored pixels left out.</p>"
     )

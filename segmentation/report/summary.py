@@ -5,13 +5,16 @@ and the comparison with an earlier run. Pure numpy, no drawing."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from segmentation.data.labels import LabelScheme
 from segmentation.errors import UserError
 from segmentation.evaluation.kitti_road import devkit_counts
+from segmentation.report.text import visible
 
 
 @dataclass(frozen=True)
@@ -109,16 +112,66 @@ def read_comparison(path: Path) -> dict:
             f"--compare {path} is not an evaluate.py JSON (it needs {', '.join(keys)}): give a "
             "file written by evaluate.py --output-json"
         )
+    _check_scores(other, path)
     return other
 
 
-def check_same_scheme(other: dict, dataset: str, labels: str, path: Path) -> None:
-    """Per-class deltas mean something only between runs of one label scheme."""
-    if (other["dataset"], other["labels"]) != (dataset, labels):
+def _is_score(value: object) -> bool:
+    """A number the report can show and subtract (null: a class without a score)."""
+    if value is None:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_scores(other: dict, path: Path) -> None:
+    """The numbers of a --compare JSON that the report reads, checked now: a wrong one found
+    while the page is written would come after the whole evaluation."""
+    wrong = [
+        (key, other[key])
+        for key in ("mIoU", "mDice", "pixel_accuracy")
+        if key in other and not _is_score(other[key])
+    ]
+    per_class = other["per_class"]
+    if not isinstance(per_class, dict):
+        wrong.append(("per_class", per_class))
+    else:
+        for name, scores in per_class.items():
+            if not isinstance(scores, dict):
+                wrong.append((f"per_class/{name}", scores))
+            elif not _is_score(scores.get("iou")):
+                wrong.append((f"per_class/{name}/iou", scores["iou"]))
+    if wrong:
+        key, value = wrong[0]
+        raise UserError(
+            f"--compare {path}: {key} is {json.dumps(value)[:40]}, not a score (a number or "
+            "null): give a file written by evaluate.py --output-json"
+        )
+
+
+def check_same_scheme(other: dict, scheme: LabelScheme, path: Path) -> None:
+    """Per-class deltas mean something only between runs of one label scheme, and a folder
+    dataset's scheme is its classes (every classes.yaml gives the scheme name "all")."""
+    if (other["dataset"], other["labels"]) != (scheme.dataset, scheme.name):
         raise UserError(
             f"--compare {path} scores the {other['dataset']} '{other['labels']}' label scheme, "
-            f"this checkpoint the {dataset} '{labels}' scheme: compare runs of one scheme"
+            f"this checkpoint the {scheme.dataset} '{scheme.name}' scheme: compare runs of one "
+            "scheme"
         )
+    if scheme.dataset != "folder":
+        return  # the other datasets' scheme names fix their classes
+    theirs, ours = set(other["per_class"]), set(scheme.class_names)
+    if theirs != ours:
+        raise UserError(
+            f"--compare {path} scores other classes than this checkpoint (only there: "
+            f"{_listed(theirs - ours)}; only here: {_listed(ours - theirs)}): compare runs of "
+            "one classes.yaml"
+        )
+
+
+def _listed(names: set[str], count: int = 5) -> str:
+    shown = [visible(name) for name in sorted(names)[:count]]
+    more = f" and {len(names) - count} more" if len(names) > count else ""
+    return ", ".join(shown) + more if shown else "none"
 
 
 def iou_deltas(results: dict, other: dict) -> dict[str, float | None]:
