@@ -1,11 +1,12 @@
-"""bench/gpu_check.py on a machine without CUDA: the refusal (exit 2), two cheap steps on the
-CPU with --allow-cpu (the summary's format, results.json, logs, exit 0), and how the budget,
-the steps' order and a failure decide a step's line and the exit status."""
+"""The GPU acceptance tests (tests/gpu) and their launcher bench/gpu_check.py on a machine
+without CUDA: the tests skip at once, the launcher refuses in one line (exit 2), and with
+--allow-cpu runs tests on the CPU (the environment and the sync probe: their code cannot go
+stale unseen), writes its summary, skips what no longer fits the budget, and turns JUnit
+results into summary lines and an exit status."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import re
 import subprocess
 import sys
@@ -17,92 +18,170 @@ import torch
 from bench import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
-STEP_LINE = re.compile(r"^(PASS|FAIL|SKIP|INFO) +\S+( +.*)?$")
-FOOTER = re.compile(r"^PASS (\d+)  FAIL (\d+)  SKIP (\d+)  INFO (\d+)  in \d+s on (\w+); exit (\d)")
+LINE = re.compile(r"^(PASS|FAIL|SKIP) +\S+( +.*)?$")
+FOOTER = re.compile(r"^PASS (\d+)  FAIL (\d+)  SKIP (\d+)  in \d+s on (\w+); exit (\d)")
 no_cuda_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+
+
+def environment() -> dict[str, str]:
+    """This environment without the variables that steer the GPU tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_GPU_")}
 
 
 def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--out", str(out), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=REPO, env=environment()
+    )
 
 
+def summary(out: Path) -> tuple[dict[str, tuple[str, str]], re.Match | None]:
+    """summary.txt's lines as {test: (status, detail)} in their order, and its footer."""
+    *lines, footer = (out / "summary.txt").read_text().splitlines()
+    assert all(LINE.match(line) for line in lines), lines
+    tests = {}
+    for line in lines:
+        status, name, *detail = line.split(None, 2)
+        tests[name] = (status, detail[0] if detail else "")
+    return tests, FOOTER.match(footer)
+
+
+@pytest.mark.slow
 @no_cuda_only
-def test_without_cuda_it_says_so_in_one_line_and_exits_2(tmp_path):
+def test_without_cuda_the_gpu_tests_skip_at_once_building_nothing(tmp_path):
+    basetemp = tmp_path / "basetemp"
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "tests/gpu", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*command, "--basetemp", str(basetemp)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=environment(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\n(\d+) skipped in", result.stdout), result.stdout
+    assert " passed" not in result.stdout and " failed" not in result.stdout
+    reasons = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert reasons and all("needs CUDA" in line for line in reasons), reasons
+    # No fixture ran: no data generated, no run trained.
+    assert not basetemp.exists() or not any(basetemp.iterdir()), list(basetemp.iterdir())
+
+
+@pytest.mark.slow
+@no_cuda_only
+def test_without_cuda_the_launcher_says_so_in_one_line_and_exits_2(tmp_path):
     result = run_check(tmp_path / "out")
     assert result.returncode == 2, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if STEP_LINE.match(line)]
+    lines = [line for line in result.stdout.splitlines() if LINE.match(line)]
     assert len(lines) == 1, result.stdout
     assert lines[0].startswith("FAIL environment") and "--allow-cpu" in lines[0]
+    assert (tmp_path / "out" / "summary.txt").read_text().splitlines() == lines
 
 
+@pytest.mark.slow
 @no_cuda_only
-def test_two_cheap_steps_on_the_cpu(tmp_path):
+def test_the_environment_and_the_sync_probe_run_on_the_cpu(tmp_path):
     out = tmp_path / "out"
-    result = run_check(out, "--allow-cpu", "--only", "data_cityscapes", "sync_probe")
+    result = run_check(out, "--allow-cpu", "--only", "environment", "syncs")
     assert result.returncode == 0, result.stdout + result.stderr
-    *lines, footer = (out / "summary.txt").read_text().splitlines()
-    assert lines and all(STEP_LINE.match(line) for line in lines), lines
-    status = {line.split()[1]: line.split()[0] for line in lines}
-    assert status["data_cityscapes"] == "PASS"
+    tests, footer = summary(out)
+    assert tests["test_environment"][0] == "PASS"
+    assert "no CUDA: on the CPU" in tests["test_environment"][1]
     # The probe trains on batches shaped as the DataLoader ships them; syncs are CUDA's to count.
-    assert status["sync_probe"] == "PASS"
-    assert "1 scenario(s) ran on the CPU; host syncs are counted on CUDA" in next(
-        line for line in lines if " sync_probe " in line
-    )
-    assert status["device"] == "INFO"
-    counts = FOOTER.match(footer)
-    assert counts and counts.groups()[:3] == ("2", "0", "0") and counts[5] == "cpu", footer
-    assert counts[6] == "0"
-    for line in lines:  # printed as written
-        assert line in result.stdout
-    results = json.loads((out / "results.json").read_text())
-    assert results["exit_code"] == 0 and results["device"] == "cpu"
-    steps = {step["name"]: step for step in results["steps"]}
-    assert Path(steps["data_cityscapes"]["log"]).is_file()
+    status, detail = tests.pop("test_host_syncs_per_training_step[default]")
+    assert status == "PASS" and detail.endswith("ran on the CPU; host syncs are counted on CUDA")
+    others = [status for name, (status, _) in tests.items() if "host_syncs" in name]
+    assert others == ["SKIP"] * 7
+    assert footer and footer.groups() == ("2", "0", "7", "cpu", "0"), footer
+    assert (out / "results.xml").is_file() and (out / "pytest.log").is_file()
     assert not (out / "work").exists()  # all passed: the generated data is gone
+    assert "==== gpu_check summary ====" in result.stdout
 
 
-def make_context(tmp_path: Path, **options) -> gpu_check.Context:
-    values = {"budget": 600.0, "quick": False, "only": None, "keep_work": True, "jobs": 1}
-    args = argparse.Namespace(**{**values, **options})
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    return gpu_check.Context(args=args, out=tmp_path, work=tmp_path / "work", device="cpu")
+@pytest.mark.slow
+@no_cuda_only
+def test_a_spent_budget_skips_every_test_most_valuable_first(tmp_path):
+    """--quick skips the long tests, the budget (0 s) all others; in the order they run."""
+    out = tmp_path / "out"
+    result = run_check(out, "--allow-cpu", "--quick", "--budget", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests, footer = summary(out)
+    names = list(tests)
+    assert names[0] == "test_environment" and names[-1] == "test_benchmark_suite"
+    assert names.index("test_bf16_training") < names.index("test_ddp_with_two_ranks")
+    quick = ("test_bf16_training", "test_environment", "test_host_syncs_per_training_step[bf16]")
+    for name in quick:
+        assert tests[name][0] == "SKIP" and tests[name][1].startswith("time budget spent")
+    for name in ("test_sgd_under_fp16", "test_compiled_training", "test_benchmark_suite"):
+        assert tests[name] == ("SKIP", "not part of --quick")
+    assert footer and footer.groups()[:3] == ("0", "0", str(len(tests)))
 
 
-def test_steps_past_the_budget_or_without_their_inputs_skip(tmp_path):
-    steps = gpu_check.all_steps()
-    ctx = make_context(tmp_path, budget=0.0)
-    assert gpu_check.skip_reason(ctx, steps["data_cityscapes"]).startswith("time budget")
-    ctx = make_context(tmp_path)
-    assert gpu_check.skip_reason(ctx, steps["train_bf16"]) == "needs data_cityscapes (not run)"
-    assert "fp16" in gpu_check.skip_reason(ctx, steps["train_fp16"])  # on the CPU
-    quick = make_context(tmp_path, quick=True)
-    assert gpu_check.skip_reason(quick, steps["bench_quick"]) == "not part of --quick"
+def junit(cases: str) -> str:
+    return f'<?xml version="1.0"?><testsuites><testsuite>{cases}</testsuite></testsuites>'
 
 
-def test_a_failed_step_makes_the_exit_status_1(tmp_path):
-    ctx = make_context(tmp_path)
-    ctx.record(gpu_check.Outcome("PASS", "data_cityscapes", "2s"))
-    ctx.record(gpu_check.Outcome("FAIL", "train_bf16", "exit 1: boom"))
-    assert gpu_check.finish(ctx) == 1
-    *lines, footer = (tmp_path / "summary.txt").read_text().splitlines()
-    assert lines[1].startswith("FAIL train_bf16") and "exit 1: boom" in lines[1]
-    assert FOOTER.match(footer).groups()[:2] == ("1", "1")
-    assert json.loads((tmp_path / "results.json").read_text())["exit_code"] == 1
+PASSED = (
+    '<testcase name="test_bf16_training" time="41.6"><properties>'
+    '<property name="detail" value="epoch 2: train loss 1.2" /></properties></testcase>'
+)
+FAILED = (
+    '<testcase name="test_fp16_resume" time="3.0"><failure message="AssertionError: resume_fp16'
+    ' exit 1: boom&#10;assert False">long traceback</failure></testcase>'
+)
+SETUP_ERROR = (
+    '<testcase name="test_sgd_under_fp16" time="1.0"><error message="failed on setup with '
+    '&quot;AssertionError: train_sgd_fp16 exit 2: error: bad key&quot;">...</error></testcase>'
+)
+SKIPPED = (
+    '<testcase name="test_benchmark_suite" time="0.0"><skipped type="pytest.skip" '
+    'message="time budget spent (40s left, needs ~300s)">...</skipped></testcase>'
+)
 
 
-def test_every_step_is_in_one_phase_after_what_it_needs():
-    where = {
-        name: (phase_index, chain_index, position)
-        for phase_index, phase in enumerate(gpu_check.PHASES)
-        for chain_index, chain in enumerate(phase)
-        for position, name in enumerate(chain)
-    }
-    assert sorted(where) == sorted(gpu_check.all_steps())
-    assert sum(len(chain) for phase in gpu_check.PHASES for chain in phase) == len(where)
-    for step in gpu_check.all_steps().values():
-        phase, chain, position = where[step.name]
-        for needed in step.needs:  # an earlier phase, or earlier in the same chain
-            other = where[needed]
-            assert other[0] < phase or (other[:2] == (phase, chain) and other[2] < position)
+def test_junit_results_become_summary_lines(tmp_path):
+    path = tmp_path / "results.xml"
+    path.write_text(junit(PASSED + FAILED + SETUP_ERROR + SKIPPED))
+    lines = [" ".join(line.split()) for line in gpu_check.summary_lines(path)]
+    assert lines == [
+        "PASS test_bf16_training 42s; epoch 2: train loss 1.2",
+        "FAIL test_fp16_resume AssertionError: resume_fp16 exit 1: boom",
+        'FAIL test_sgd_under_fp16 failed on setup with "AssertionError: train_sgd_fp16 exit 2: '
+        'error: bad key"',
+        "SKIP test_benchmark_suite time budget spent (40s left, needs ~300s)",
+    ]
+
+
+def fake_pytest(status: int, cases: str):
+    """A stand-in for run_pytest: writes `cases` as OUT/results.xml and a work folder."""
+
+    def run(args, seconds_left):
+        (args.out / "work").mkdir()
+        if cases:
+            (args.out / "results.xml").write_text(junit(cases))
+        return status
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("status", "cases", "code", "last"),
+    [
+        (0, PASSED + SKIPPED, 0, "SKIP test_benchmark_suite"),
+        (1, PASSED + FAILED, 1, "FAIL test_fp16_resume"),
+        (5, "", 2, "FAIL selection no GPU test name contains nothing"),
+        (2, PASSED, 1, "FAIL pytest exit 2: see"),
+    ],
+)
+def test_the_exit_status_and_the_work_folder_follow_the_tests(
+    tmp_path, monkeypatch, status, cases, code, last
+):
+    monkeypatch.setattr(gpu_check, "environment_problem", lambda args: None)
+    monkeypatch.setattr(gpu_check, "run_pytest", fake_pytest(status, cases))
+    out = tmp_path / "out"
+    assert gpu_check.main(["--out", str(out), "--allow-cpu", "--only", "nothing"]) == code
+    *lines, footer = (out / "summary.txt").read_text().splitlines()
+    assert " ".join(lines[-1].split()).startswith(last), lines
+    assert FOOTER.match(footer)[5] == str(code)
+    assert (out / "work").exists() == (code != 0)  # kept when something failed

@@ -1,25 +1,22 @@
 """train.py under torchrun with every rank on the one GPU, through gloo: DDP on a 1-GPU box.
 
-    torchrun --standalone --nproc_per_node=2 bench/ddp_shared_gpu.py --config ... --device cuda
+    torchrun --standalone --nproc_per_node=2 tests/gpu/ddp_shared_gpu.py --config ... --device cuda
 
-Only for bench/gpu_check.py on a machine with a single GPU. train.py itself gives each rank the
-GPU of its LOCAL_RANK and refuses a rank without one, and NCCL refuses two ranks on one device;
-so here every rank is told it is local rank 0 and the process group is gloo. The rest is
+Only for test_gpu_distributed.py on a machine with a single GPU (the repository root on
+PYTHONPATH). train.py itself gives each rank the GPU of its LOCAL_RANK and refuses a rank
+without one, and NCCL refuses two ranks on one device; so here every rank is told it is local
+rank 0 and the process group is gloo. The rest is
 train.py's own CUDA path: DDP with device_ids, CUDA tensors in all_reduce and broadcast, the
 ranks' stop agreement over the gloo control group, rank 0 alone saving. NCCL itself is not
-exercised: that needs two GPUs (gpu_check.py then runs plain torchrun on train.py).
+exercised: that needs two GPUs (the test then runs plain torchrun on train.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import torch.distributed as dist
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 _init_process_group = dist.init_process_group
 
