@@ -11,6 +11,9 @@ from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.errors import UserError
 
+# What --resume restores besides the weights (checkpoint_state in loop.py writes them all).
+RESUME_ENTRIES = ("optimizer", "scheduler", "scaler", "state", "rng")
+
 
 def check_compatible(found: dict, expected: Config, path: Path) -> None:
     """A checkpoint's model must match the configured one: name the differences."""
@@ -37,6 +40,12 @@ def check_compatible(found: dict, expected: Config, path: Path) -> None:
 def check_resumable(found: dict, expected: Config, path: Path) -> None:
     """Resuming restores the optimizer and its schedule from the checkpoint, so optimizer
     settings changed since (e.g. --lr) would be silently ignored: refuse them instead."""
+    missing = [key for key in RESUME_ENTRIES if key not in found]
+    if missing:
+        raise UserError(
+            f"checkpoint {path} has no '{missing[0]}' entry, which --resume restores: start a "
+            f"new run from its weights with --init-from {path}"
+        )
     check_compatible(found, expected, path)
     saved = config_from_dict(found["config"]).optim.model_dump()
     wanted = expected.optim.model_dump()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segmentation.checkpoint import load_checkpoint
+from segmentation.checkpoint import load_checkpoint, load_model_weights
 from segmentation.config import Config, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
@@ -101,7 +101,11 @@ def build_data(config: Config, context: DistributedContext) -> DataPipeline:
 
 
 def build_model(
-    config: Config, scheme: LabelScheme, device: torch.device, start: StartingPoint
+    config: Config,
+    scheme: LabelScheme,
+    device: torch.device,
+    start: StartingPoint,
+    init_from: Path | None = None,
 ) -> nn.Module:
     """The configured model on its device, ImageNet weights only for a run from scratch."""
     torch.manual_seed(config.train.seed)
@@ -111,7 +115,7 @@ def build_model(
     pretrained = None if from_checkpoint else config.model.pretrained
     model = model_from_config(config.model, scheme.num_outputs(config.model.head), pretrained)
     if start.init_from is not None:
-        model.load_state_dict(start.init_from["model"])
+        load_model_weights(model, start.init_from["model"], init_from)
     model.to(device)
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -147,10 +151,10 @@ def build_optimization(
     return optimizer, scheduler, scaler
 
 
-def restore_state(training: Training, checkpoint: dict) -> None:
-    """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, scaler,
-    progress and the random number generators."""
-    training.bare_model.load_state_dict(checkpoint["model"])
+def restore_state(training: Training, checkpoint: dict, path: Path | None = None) -> None:
+    """Continue exactly where the checkpoint (at `path`) stopped: weights, optimizer,
+    schedule, scaler, progress and the random number generators."""
+    load_model_weights(training.bare_model, checkpoint["model"], path)
     training.optimizer.load_state_dict(checkpoint["optimizer"])
     training.scheduler.load_state_dict(checkpoint["scheduler"])
     saved_amp = checkpoint["config"]["train"]["amp"]
@@ -210,7 +214,7 @@ def build_training(
     run_directory = RunDirectory(Path(config.output_dir))
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
         run_directory.claim(resuming=start.resume is not None)
-    model = build_model(config, scheme, context.device, start)
+    model = build_model(config, scheme, context.device, start, init_from)
     weights = class_weights(config, data.train_set, scheme)
     loss_fn = build_loss(
         config.loss.name, scheme.num_classes, class_weights=weights, **config.loss.options
@@ -234,7 +238,7 @@ def build_training(
         run_directory=run_directory,
     )
     if start.resume is not None:
-        restore_state(training, start.resume)
+        restore_state(training, start.resume, resume)
     training.model = convert_sync_batchnorm(training.model, config, context)
     training.model = wrap_model(training.model, config, context, training.state)
     training.compile_pending = config.train.compile
