@@ -19,7 +19,8 @@ from segmentation.errors import UserError
 from segmentation.files import write_atomically
 
 FORMAT = "segmentation-checkpoint"
-VERSION = 1
+# 2: the state may hold an epoch whose validation is still to run (state.trained_epoch).
+VERSION = 2
 # What every checkpoint of train.py holds, whatever it is used for.
 REQUIRED_ENTRIES = ("model", "config", "class_names")
 # The first bytes of what torch.save writes: a zip archive, or a pickle (the legacy format).
