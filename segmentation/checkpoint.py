@@ -19,7 +19,7 @@ from segmentation.errors import UserError
 from segmentation.files import write_atomically
 
 FORMAT = "segmentation-checkpoint"
-# 2: the state may hold an epoch whose validation is still to run (state.trained_epoch).
+# 2: the run's id (run_id), and an epoch whose validation is still to run (state.trained_epoch).
 VERSION = 2
 # What every checkpoint of train.py holds, whatever it is used for.
 REQUIRED_ENTRIES = ("model", "config", "class_names")
@@ -93,16 +93,19 @@ def copy_checkpoint(source: Path, target: Path) -> None:
     _write(Path(target), copy)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
     """Load a checkpoint with `torch.load(weights_only=True)`: files that need pickle to run
     arbitrary code are refused, and so are files that are no checkpoint of this toolkit, of
-    a newer format than this code reads, or without the entries every checkpoint holds."""
+    a newer format than this code reads, or without the entries every checkpoint holds.
+    mmap: map the tensors instead of reading them (to look at the small entries only)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"checkpoint {path} does not exist: check the path (runs keep last.pt and best.pt)"
         )
-    state = _torch_load(path, map_location)
+    state = _torch_load(path, map_location, mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(
             f"{path} is not a checkpoint of this toolkit (no '{FORMAT}' marker): for pretrained "
@@ -128,7 +131,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+def _torch_load(path: Path, map_location: str | torch.device, mmap: bool) -> Any:
     with open(path, "rb") as handle:
         start = handle.read(4)
     if start and not start.startswith(_TORCH_FILE_STARTS):
@@ -139,7 +142,7 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
             "file of train.py (runs keep last.pt and best.pt)"
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(

@@ -429,6 +429,7 @@ def checkpoint_state(
         "scaler": training.scaler.state_dict(),
         "state": asdict(training.state),
         "config": config_to_dict(training.config),
+        "run_id": training.run_id,
         "class_names": list(training.scheme.class_names),
         "rng": rng_state(training.device) if rng is None else rng,
         "metrics": metrics or {},

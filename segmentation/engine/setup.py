@@ -21,7 +21,14 @@ from segmentation.data.loading import make_loader
 from segmentation.data.normalize import Normalizer
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer, build_scheduler
-from segmentation.engine.resume import check_compatible, check_newest, check_resumable
+from segmentation.engine.resume import (
+    check_compatible,
+    check_newest,
+    check_resumable,
+    check_run_directory,
+    new_run_id,
+    run_id_of,
+)
 from segmentation.engine.run_dir import RunDirectory
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
@@ -61,6 +68,7 @@ def load_starting_point(
         start.resume = load_checkpoint(resume)
         check_resumable(start.resume, config, resume)
         check_newest(start.resume, Path(resume))
+        check_run_directory(start.resume, Path(resume))
     if init_from is not None:
         start.init_from = load_checkpoint(init_from)
         check_compatible(start.init_from, config, init_from)
@@ -212,8 +220,10 @@ def build_training(
     scheme = scheme_for(config.data)
     data = build_data(config, context)
     run_directory = RunDirectory(Path(config.output_dir))
+    # A resumed run keeps its id; only the main process's id is written anywhere.
+    run_id = run_id_of(start.resume) if start.resume is not None else new_run_id()
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
-        run_directory.claim(resuming=start.resume is not None)
+        run_directory.claim(resuming=start.resume is not None, run_id=run_id)
     model = build_model(config, scheme, context.device, start, init_from)
     weights = class_weights(config, data.train_set, scheme)
     loss_fn = build_loss(
@@ -236,6 +246,7 @@ def build_training(
         context=context,
         normalizer=Normalizer(*encoder_normalization(config.model.backbone)),
         run_directory=run_directory,
+        run_id=run_id,
     )
     if start.resume is not None:
         restore_state(training, start.resume, resume)

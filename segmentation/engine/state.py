@@ -70,6 +70,7 @@ class Training:
     normalizer: Normalizer = field(default_factory=lambda: Normalizer((0.0,) * 3, (1.0,) * 3))
     run_directory: RunDirectory | None = None
     compile_pending: bool = False  # the first step of a compiled model is still to come
+    run_id: str = ""  # saved in every checkpoint: a resume recognizes its run directory by it
 
     @property
     def bare_model(self) -> nn.Module:
