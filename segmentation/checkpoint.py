@@ -21,8 +21,8 @@ from segmentation.files import write_atomically
 FORMAT = "segmentation-checkpoint"
 # 2: the run's id (run_id), and an epoch whose validation is still to run (state.trained_epoch).
 VERSION = 2
-# What every checkpoint of train.py holds, whatever it is used for.
-REQUIRED_ENTRIES = ("model", "config", "class_names")
+# What every use of a checkpoint's model needs (train.py writes them all, and more).
+USE_ENTRIES = ("model", "config", "class_names")
 # The first bytes of what torch.save writes: a zip archive, or a pickle (the legacy format).
 _TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
@@ -94,11 +94,16 @@ def copy_checkpoint(source: Path, target: Path) -> None:
 
 
 def load_checkpoint(
-    path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    mmap: bool = False,
+    needs: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Load a checkpoint with `torch.load(weights_only=True)`: files that need pickle to run
     arbitrary code are refused, and so are files that are no checkpoint of this toolkit, of
-    a newer format than this code reads, or without the entries every checkpoint holds.
+    a newer format than this code reads, or without the entries `needs` names (e.g.
+    USE_ENTRIES, what every use of a model needs).
     mmap: map the tensors instead of reading them (to look at the small entries only)."""
     path = Path(path)
     if not path.is_file():
@@ -117,16 +122,17 @@ def load_checkpoint(
             f"checkpoint {path} has format version {version}, newer than the {VERSION} this "
             "toolkit reads: update the toolkit to use it"
         )
-    missing = [key for key in REQUIRED_ENTRIES if key not in state]
+    missing = [key for key in needs if key not in state]
     if missing:
         raise UserError(
             f"checkpoint {path} has no '{missing[0]}' entry: the file is incomplete; use the "
             "run's other checkpoint (last.pt or best.pt)"
         )
-    if not isinstance(state["model"], dict) or not isinstance(state["config"], dict):
+    damaged = [key for key in ("model", "config") if not isinstance(state.get(key, {}), dict)]
+    if damaged:
         raise UserError(
-            f"checkpoint {path} holds no weights or config in its 'model' and 'config' entries: "
-            "the file is damaged; use the run's other checkpoint (last.pt or best.pt)"
+            f"checkpoint {path} holds no mapping in its '{damaged[0]}' entry: the file is "
+            "damaged; use the run's other checkpoint (last.pt or best.pt)"
         )
     return state
 
@@ -165,7 +171,23 @@ def load_model_weights(
     """Load a checkpoint's weights into the model its config describes. Weights that do not
     fit it (a config edited after training: other classes, another backbone) are refused in
     one line that names the first difference, not torch's list of every tensor."""
-    expected = model.state_dict()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        differences = _differences(model.state_dict(), weights)
+        if not differences:
+            raise
+        more = f"; {len(differences) - 1} more differ" if len(differences) > 1 else ""
+        where = "the checkpoint" if path is None else f"checkpoint {path}"
+        raise UserError(
+            f"the weights in {where} do not fit the model its config describes "
+            f"({differences[0]}{more}): the config was changed after training or the file "
+            "mixes two runs; use another checkpoint"
+        ) from None
+
+
+def _differences(expected: dict[str, torch.Tensor], weights: dict[str, Any]) -> list[str]:
+    """What keeps `weights` from loading into a model of state_dict `expected`."""
     differences = [
         f"{key} is {_shape(weights[key])} in the file but {_shape(tensor)} in the model"
         for key, tensor in expected.items()
@@ -173,15 +195,7 @@ def load_model_weights(
     ]
     differences += [f"{key} is missing" for key in expected if key not in weights]
     differences += [f"{key} is not in the model" for key in weights if key not in expected]
-    if differences:
-        more = f"; {len(differences) - 1} more differ" if len(differences) > 1 else ""
-        where = "the checkpoint" if path is None else f"checkpoint {path}"
-        raise UserError(
-            f"the weights in {where} do not fit the model its config describes "
-            f"({differences[0]}{more}): the config was changed after training or the file "
-            "mixes two runs; use another checkpoint"
-        )
-    model.load_state_dict(weights)
+    return differences
 
 
 def _shape(tensor: Any) -> str:

@@ -91,6 +91,7 @@ def test_a_snapshot_in_another_runs_folder_is_refused(runs, tmp_path, capsys):
     assert contents(folder) == before
 
 
+@pytest.mark.slow
 def test_a_checkpoint_copied_alone_into_a_new_folder_continues_there(runs, tmp_path):
     folder = tmp_path / "copy"
     folder.mkdir()

@@ -31,6 +31,7 @@ def epoch_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.slow
 def test_sigterm_in_validation_stops_at_its_batch_and_resume_validates_again(
     cityscapes_root, tmp_path, small_config, monkeypatch
 ):

@@ -80,11 +80,12 @@ def _refuse_shared_names(names: list[str], files: list[Path], where: str) -> Non
 def _refuse_frames_in_subfolders(folder: Path) -> None:
     """A folder without images of its own whose subfolders hold them (a dataset split's
     cities): say where the frames are instead of 'no images'."""
-    holding = {}
+    holding = {}  # subfolder name -> the suffix of its first image found
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        suffixes = {p.suffix for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        if suffixes:
-            holding[sub.name] = sorted(suffixes)[0]
+        images = (p.suffix for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        first = next(images, None)  # not a listing of every frame of a long sequence
+        if first is not None:
+            holding[sub.name] = first
     if not holding:
         return
     shown = ", ".join(list(holding)[:3]) + (

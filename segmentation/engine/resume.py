@@ -144,7 +144,7 @@ def _files_of_others(folder: Path, path: Path, run_id: str, found: dict) -> list
 
 def _same_run(other: Path, run_id: str, found: dict) -> bool:
     try:
-        checkpoint = load_checkpoint(other, mmap=True)
+        checkpoint = load_checkpoint(other, mmap=True, needs=("config", "state"))
         other_id = run_id_of(checkpoint)
     except UserError:
         return False

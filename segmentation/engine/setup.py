@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segmentation.checkpoint import load_checkpoint, load_model_weights
+from segmentation.checkpoint import USE_ENTRIES, load_checkpoint, load_model_weights
 from segmentation.config import Config, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
@@ -65,12 +65,12 @@ def load_starting_point(
     """Read and check the checkpoints to start from, before anything slow is built."""
     start = StartingPoint()
     if resume is not None:
-        start.resume = load_checkpoint(resume)
+        start.resume = load_checkpoint(resume, needs=USE_ENTRIES)
         check_resumable(start.resume, config, resume)
         check_newest(start.resume, Path(resume))
         check_run_directory(start.resume, Path(resume))
     if init_from is not None:
-        start.init_from = load_checkpoint(init_from)
+        start.init_from = load_checkpoint(init_from, needs=USE_ENTRIES)
         check_compatible(start.init_from, config, init_from)
     height, width = config.data.image_size
     arch = config.model.arch
