@@ -130,14 +130,14 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The run's config: the file (or the resumed checkpoint's), then the flags on top."""
-    from segmentation.checkpoint import load_checkpoint
+    from segmentation.checkpoint import USE_ENTRIES, load_checkpoint
 
     if args.resume:
         if args.config:
             raise UserError(
                 "--resume takes its config from the checkpoint: drop --config (flags do override)"
             )
-        state = load_checkpoint(args.resume)
+        state = load_checkpoint(args.resume, needs=USE_ENTRIES)
         config = config_from_dict(state["config"])
         run_dir = str(args.resume.parent)
         if args.output_dir and Path(args.output_dir).resolve() != args.resume.parent.resolve():

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from torch import nn
 
 from segmentation.errors import UserError
 from segmentation.files import write_atomically
 
 FORMAT = "segmentation-checkpoint"
-VERSION = 1
+# 2: the run's id (run_id), and an epoch whose validation is still to run (state.trained_epoch).
+VERSION = 2
+# What every use of a checkpoint's model needs (train.py writes them all, and more).
+USE_ENTRIES = ("model", "config", "class_names")
+# The first bytes of what torch.save writes: a zip archive, or a pickle (the legacy format).
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 class CheckpointWriteError(UserError):
@@ -87,16 +93,62 @@ def copy_checkpoint(source: Path, target: Path) -> None:
     _write(Path(target), copy)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    mmap: bool = False,
+    needs: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Load a checkpoint with `torch.load(weights_only=True)`: files that need pickle to run
-    arbitrary code are refused."""
+    arbitrary code are refused, and so are files that are no checkpoint of this toolkit, of
+    a newer format than this code reads, or without the entries `needs` names (e.g.
+    USE_ENTRIES, what every use of a model needs).
+    mmap: map the tensors instead of reading them (to look at the small entries only)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"checkpoint {path} does not exist: check the path (runs keep last.pt and best.pt)"
         )
+    state = _torch_load(path, map_location, mmap)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(
+            f"{path} is not a checkpoint of this toolkit (no '{FORMAT}' marker): for pretrained "
+            "encoder weights use model.pretrained instead"
+        )
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise UserError(
+            f"checkpoint {path} has format version {version}, newer than the {VERSION} this "
+            "toolkit reads: update the toolkit to use it"
+        )
+    missing = [key for key in needs if key not in state]
+    if missing:
+        raise UserError(
+            f"checkpoint {path} has no '{missing[0]}' entry: the file is incomplete; use the "
+            "run's other checkpoint (last.pt or best.pt)"
+        )
+    damaged = [key for key in ("model", "config") if not isinstance(state.get(key, {}), dict)]
+    if damaged:
+        raise UserError(
+            f"checkpoint {path} holds no mapping in its '{damaged[0]}' entry: the file is "
+            "damaged; use the run's other checkpoint (last.pt or best.pt)"
+        )
+    return state
+
+
+def _torch_load(path: Path, map_location: str | torch.device, mmap: bool) -> Any:
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start and not start.startswith(_TORCH_FILE_STARTS):
+        # torch.load would answer with a long essay on weights_only about a file that is
+        # no pickle at all.
+        raise UserError(
+            f"{path} is not a checkpoint: it is not a file written by torch.save; give a .pt "
+            "file of train.py (runs keep last.pt and best.pt)"
+        )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(
@@ -111,9 +163,41 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path} is unreadable ({reason}): it may be truncated or empty; use the "
             "run's other checkpoint (last.pt or best.pt)"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+
+
+def load_model_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], path: Path | None
+) -> None:
+    """Load a checkpoint's weights into the model its config describes. Weights that do not
+    fit it (a config edited after training: other classes, another backbone) are refused in
+    one line that names the first difference, not torch's list of every tensor."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        differences = _differences(model.state_dict(), weights)
+        if not differences:
+            raise
+        more = f"; {len(differences) - 1} more differ" if len(differences) > 1 else ""
+        where = "the checkpoint" if path is None else f"checkpoint {path}"
         raise UserError(
-            f"{path} is not a checkpoint of this toolkit (no '{FORMAT}' marker): for pretrained "
-            "encoder weights use model.pretrained instead"
-        )
-    return state
+            f"the weights in {where} do not fit the model its config describes "
+            f"({differences[0]}{more}): the config was changed after training or the file "
+            "mixes two runs; use another checkpoint"
+        ) from None
+
+
+def _differences(expected: dict[str, torch.Tensor], weights: dict[str, Any]) -> list[str]:
+    """What keeps `weights` from loading into a model of state_dict `expected`."""
+    differences = [
+        f"{key} is {_shape(weights[key])} in the file but {_shape(tensor)} in the model"
+        for key, tensor in expected.items()
+        if key in weights and _shape(weights[key]) != _shape(tensor)
+    ]
+    differences += [f"{key} is missing" for key in expected if key not in weights]
+    differences += [f"{key} is not in the model" for key in weights if key not in expected]
+    return differences
+
+
+def _shape(tensor: Any) -> str:
+    shape = getattr(tensor, "shape", None)
+    return "not a tensor" if shape is None else "x".join(map(str, shape)) or "a scalar"

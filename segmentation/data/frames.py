@@ -44,6 +44,8 @@ def find_frames(source: str) -> list[Frame]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         where = f"folder {path}"
+        if not files:
+            _refuse_frames_in_subfolders(path)
     elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         files, where = [path], f"file {path}"
     elif any(char in source for char in "*?["):
@@ -59,9 +61,42 @@ def find_frames(source: str) -> list[Frame]:
             f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}: point --input at the frames"
         )
     names = [frame_name(file) for file in files]
-    if len(set(names)) != len(names):
-        raise UserError(f"frames in {where} share names after their suffix is dropped")
+    _refuse_shared_names(names, files, where)
     return [Frame(name, file) for name, file in zip(names, files)]
+
+
+def _refuse_shared_names(names: list[str], files: list[Path], where: str) -> None:
+    """Two frames of one output name would write over each other's PNGs: name a pair."""
+    first_with_name: dict[str, Path] = {}
+    for name, file in zip(names, files):
+        if name in first_with_name:
+            raise UserError(
+                f"frames {first_with_name[name]} and {file} in {where} would both render as "
+                f"'{name}': render their folders one at a time, each to its own --output"
+            )
+        first_with_name[name] = file
+
+
+def _refuse_frames_in_subfolders(folder: Path) -> None:
+    """A folder without images of its own whose subfolders hold them (a dataset split's
+    cities): say where the frames are instead of 'no images'."""
+    holding = {}  # subfolder name -> the suffix of its first image found
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = (p.suffix for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        first = next(images, None)  # not a listing of every frame of a long sequence
+        if first is not None:
+            holding[sub.name] = first
+    if not holding:
+        return
+    shown = ", ".join(list(holding)[:3]) + (
+        f" and {len(holding) - 3} more" if len(holding) > 3 else ""
+    )
+    suffix = next(iter(holding.values()))
+    raise UserError(
+        f"folder {folder} holds no images itself but its subfolders do ({shown}): point "
+        f"--input at one of them, e.g. {folder / next(iter(holding))}, or at all of them "
+        f"with a quoted glob, e.g. '{folder}/*/*{suffix}'"
+    )
 
 
 def _item(index: int, image: np.ndarray | None, error: str = "") -> dict:

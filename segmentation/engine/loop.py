@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -90,19 +91,29 @@ def fit(training: Training) -> dict:
     with stop_on_signals(training.stop):
         while state.epoch < config.epochs:
             started = time.perf_counter()
-            training.train_sampler.set_epoch(
-                state.epoch, start=state.epoch_batches * config.batch_size
-            )
-            result = train_one_epoch(training)
-            if result.interrupted:
-                path = save(training, "last.pt")
-                raise TrainingInterrupted(
-                    f"stopped by {training.stop.signal_name} in epoch {state.epoch + 1} after "
-                    f"step {state.step}; saved {path}: continue with --resume {path}",
-                    training.stop.signal_number,
-                    silent=not training.context.is_main,
+            if state.trained_epoch is not None:  # stopped in its validation: validate again
+                result = EpochResult(**state.trained_epoch)
+            else:
+                training.train_sampler.set_epoch(
+                    state.epoch, start=state.epoch_batches * config.batch_size
                 )
-            metrics, pictures = validate(training)
+                result = train_one_epoch(training)
+            if result.interrupted:
+                stopped(training, save(training, "last.pt"), f"epoch {state.epoch + 1}")
+            # Validation draws no random numbers a resume would need, but its loader's
+            # iterator takes a seed from the generator: a resume that validates again must
+            # start from the state before it, as a straight run did.
+            rng = rng_state(training.device)
+            validated = validate(training)
+            if validated is None:
+                state.trained_epoch = {
+                    "loss": result.loss,
+                    "images_per_second": result.images_per_second,
+                }
+                path = save(training, "last.pt", rng=rng)
+                stopped(training, path, f"the validation of epoch {state.epoch + 1}")
+            state.trained_epoch = None
+            metrics, pictures = validated
             step_schedule(training, val_loss=metrics["loss"])
             state.epoch += 1
             improved = metrics[config.key_metric] is not None and (
@@ -114,6 +125,17 @@ def fit(training: Training) -> dict:
             seconds = time.perf_counter() - started
             training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
     return metrics
+
+
+def stopped(training: Training, path: Path, where: str) -> NoReturn:
+    """End the run after a stop request, once `path` (last.pt) is saved."""
+    stop = training.stop
+    raise TrainingInterrupted(
+        f"stopped by {stop.signal_name} in {where} after step {training.state.step}; saved "
+        f"{path}: continue with --resume {path}",
+        stop.signal_number,
+        silent=not training.context.is_main,
+    )
 
 
 @dataclass
@@ -249,12 +271,41 @@ def stop_agreed(training: Training) -> bool:
     return any_process(training.stop.requested, training.context)
 
 
+class UntilStopAgreed:
+    """The loader's batches until every process agrees to stop (`stopped` then), each after
+    the same number of batches. A process's shard of a validation set may be a batch shorter
+    than another's: it takes part in the agreement for the batches it lacks, so that none
+    waits alone."""
+
+    def __init__(self, training: Training, loader) -> None:
+        self.training = training
+        self.loader = loader
+        self.stopped = False
+
+    def __iter__(self) -> Iterator:
+        context = self.training.context
+        longest = torch.tensor([len(self.loader)], dtype=torch.int64)
+        if context.enabled and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(
+                longest, op=torch.distributed.ReduceOp.MAX, group=context.control_group
+            )
+        batches = iter(self.loader)
+        for _ in range(int(longest.item())):
+            batch = next(batches, None)
+            if batch is not None:
+                yield batch
+            if stop_agreed(self.training):
+                self.stopped = True
+                return
+
+
 @torch.no_grad()
-def validate(training: Training) -> tuple[dict, ValidationPictures]:
+def validate(training: Training) -> tuple[dict, ValidationPictures] | None:
     """Loss and confusion-matrix metrics over the validation loader, reduced across processes,
     and what TensorBoard draws of them: up to `train.log_images` (uint8 (H, W, 3) image,
     target, prediction) for the panel, the confusion matrix, and for KITTI schemes the positive
-    class's probability histograms (its precision-recall curve)."""
+    class's probability histograms (its precision-recall curve). None when a stop request
+    ended it early (on every process at the same batch)."""
     model = training.bare_model  # DDP's forward would sync buffers; shards differ in length
     model.eval()
     if torch.distributed.is_initialized():
@@ -294,7 +345,10 @@ def validate(training: Training) -> tuple[dict, ValidationPictures]:
         return predictions, target
 
     matrix = ConfusionMatrix(training.scheme.num_classes, training.device)
-    evaluate(predict, training.val_loader, matrix, show_progress=False)
+    until_stop = UntilStopAgreed(training, training.val_loader)
+    evaluate(predict, until_stop, matrix, show_progress=False)
+    if until_stop.stopped:
+        return None
     if batches["in_float32"]:
         logger.warning(
             "validation: %d of %d batches overflowed float16 (activations past 65504, common "
@@ -339,8 +393,11 @@ def save_epoch(training: Training, metrics: dict, improved: bool) -> None:
         save(training, "last.pt", metrics)
 
 
-def save(training: Training, name: str, metrics: dict | None = None) -> Path:
-    """Write a checkpoint of the run (main process only) and return its path."""
+def save(
+    training: Training, name: str, metrics: dict | None = None, rng: dict | None = None
+) -> Path:
+    """Write a checkpoint of the run (main process only) and return its path. `rng`: the
+    generators' state to record, if not their state now."""
     path = training.run_dir / name
     if not training.context.is_main:
         return path
@@ -349,15 +406,22 @@ def save(training: Training, name: str, metrics: dict | None = None) -> Path:
             f"the model's weights hold NaN or infinite values: {name} was not written, "
             "earlier checkpoints are kept; lower optim.lr or set train.grad_clip"
         )
-    save_checkpoint(checkpoint_state(training, metrics), path)
+    save_checkpoint(checkpoint_state(training, metrics, rng), path)
     return path
 
 
-def checkpoint_state(training: Training, metrics: dict | None = None) -> dict:
-    """Plain tensors and data: everything --resume needs, and the config for inference."""
+def rng_state(device: torch.device) -> dict:
+    """The random number generators' state that a resume restores."""
     rng = {"torch": torch.get_rng_state()}
-    if training.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(training.device)
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def checkpoint_state(
+    training: Training, metrics: dict | None = None, rng: dict | None = None
+) -> dict:
+    """Plain tensors and data: everything --resume needs, and the config for inference."""
     return {
         "model": training.bare_model.state_dict(),
         "optimizer": training.optimizer.state_dict(),
@@ -365,8 +429,9 @@ def checkpoint_state(training: Training, metrics: dict | None = None) -> dict:
         "scaler": training.scaler.state_dict(),
         "state": asdict(training.state),
         "config": config_to_dict(training.config),
+        "run_id": training.run_id,
         "class_names": list(training.scheme.class_names),
-        "rng": rng,
+        "rng": rng_state(training.device) if rng is None else rng,
         "metrics": metrics or {},
     }
 
@@ -387,7 +452,8 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
         stop.signal_name = signal.Signals(signum).name
         stop.signal_number = signum
         logger.warning(
-            "%s received: finishing the current step and saving last.pt", stop.signal_name
+            "%s received: finishing the current step (or validation batch) and saving last.pt",
+            stop.signal_name,
         )
 
     stop_signals = (signal.SIGINT, signal.SIGTERM)

@@ -8,10 +8,14 @@ import os
 from pathlib import Path
 
 from segmentation.errors import UserError
+from segmentation.files import write_atomically
 
 CHECKPOINTS = ("last.pt", "best.pt")
+RUN_ID_NAME = ".run_id"  # the id of the run that owns the folder; its checkpoints carry it too
 # What a start writes before its first checkpoint: a start that failed there left only these.
-LEFT_BY_A_FAILED_START = {"config.yaml", "tensorboard", ".lock"}
+LEFT_BY_A_FAILED_START = {"config.yaml", "tensorboard", ".lock", RUN_ID_NAME}
+# What a run writes besides its checkpoints, and so would replace in a folder it resumed in.
+RUN_FILES = ("config.yaml", "tensorboard", "metrics.jsonl")
 LOCK_NAME = ".lock"
 
 
@@ -25,7 +29,10 @@ class RunDirectory:
         self._lock_file = None
         self.reused_failed_start = False
 
-    def claim(self, resuming: bool) -> None:
+    def claim(self, resuming: bool, run_id: str = "") -> None:
+        """Lock the folder for this process and mark it as run `run_id`'s. A new run needs a
+        new folder (or one a failed start left); a resumed one was checked to be its own
+        (resume.check_run_directory)."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(
                 f"--output-dir {self.path} is a file, not a folder: choose a new --output-dir"
@@ -45,6 +52,8 @@ class RunDirectory:
             self.release()
             raise
         self._remove_stale_temporaries()
+        if run_id and read_run_id(self.path) != run_id:
+            _write_run_id(self.path, run_id)
 
     def _check_new_or_reusable(self) -> None:
         if not self.path.is_dir():
@@ -106,3 +115,21 @@ class RunDirectory:
 
 def _is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
+
+
+def read_run_id(folder: Path) -> str | None:
+    """The id of the run that owns `folder`, None where no run of this version wrote it."""
+    try:
+        return (Path(folder) / RUN_ID_NAME).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+
+
+def _write_run_id(folder: Path, run_id: str) -> None:
+    try:
+        write_atomically(folder / RUN_ID_NAME, lambda handle: handle.write(f"{run_id}\n".encode()))
+    except OSError as error:
+        raise UserError(
+            f"cannot write to run directory {folder} ({error.strerror or error}): "
+            "choose a writable --output-dir"
+        ) from None

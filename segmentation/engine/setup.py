@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segmentation.checkpoint import load_checkpoint
+from segmentation.checkpoint import USE_ENTRIES, load_checkpoint, load_model_weights
 from segmentation.config import Config, save_config
 from segmentation.data.build import build_training_datasets, label_reader, scheme_for
 from segmentation.data.class_counts import pixel_counts
@@ -21,7 +21,14 @@ from segmentation.data.loading import make_loader
 from segmentation.data.normalize import Normalizer
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer, build_scheduler
-from segmentation.engine.resume import check_compatible, check_newest, check_resumable
+from segmentation.engine.resume import (
+    check_compatible,
+    check_newest,
+    check_resumable,
+    check_run_directory,
+    new_run_id,
+    run_id_of,
+)
 from segmentation.engine.run_dir import RunDirectory
 from segmentation.engine.run_logger import RunLogger, logger
 from segmentation.engine.sampler import EpochSampler
@@ -58,11 +65,12 @@ def load_starting_point(
     """Read and check the checkpoints to start from, before anything slow is built."""
     start = StartingPoint()
     if resume is not None:
-        start.resume = load_checkpoint(resume)
+        start.resume = load_checkpoint(resume, needs=USE_ENTRIES)
         check_resumable(start.resume, config, resume)
         check_newest(start.resume, Path(resume))
+        check_run_directory(start.resume, Path(resume))
     if init_from is not None:
-        start.init_from = load_checkpoint(init_from)
+        start.init_from = load_checkpoint(init_from, needs=USE_ENTRIES)
         check_compatible(start.init_from, config, init_from)
     height, width = config.data.image_size
     arch = config.model.arch
@@ -101,7 +109,11 @@ def build_data(config: Config, context: DistributedContext) -> DataPipeline:
 
 
 def build_model(
-    config: Config, scheme: LabelScheme, device: torch.device, start: StartingPoint
+    config: Config,
+    scheme: LabelScheme,
+    device: torch.device,
+    start: StartingPoint,
+    init_from: Path | None = None,
 ) -> nn.Module:
     """The configured model on its device, ImageNet weights only for a run from scratch."""
     torch.manual_seed(config.train.seed)
@@ -111,7 +123,7 @@ def build_model(
     pretrained = None if from_checkpoint else config.model.pretrained
     model = model_from_config(config.model, scheme.num_outputs(config.model.head), pretrained)
     if start.init_from is not None:
-        model.load_state_dict(start.init_from["model"])
+        load_model_weights(model, start.init_from["model"], init_from)
     model.to(device)
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -147,10 +159,10 @@ def build_optimization(
     return optimizer, scheduler, scaler
 
 
-def restore_state(training: Training, checkpoint: dict) -> None:
-    """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, scaler,
-    progress and the random number generators."""
-    training.bare_model.load_state_dict(checkpoint["model"])
+def restore_state(training: Training, checkpoint: dict, path: Path | None = None) -> None:
+    """Continue exactly where the checkpoint (at `path`) stopped: weights, optimizer,
+    schedule, scaler, progress and the random number generators."""
+    load_model_weights(training.bare_model, checkpoint["model"], path)
     training.optimizer.load_state_dict(checkpoint["optimizer"])
     training.scheduler.load_state_dict(checkpoint["scheduler"])
     saved_amp = checkpoint["config"]["train"]["amp"]
@@ -208,9 +220,11 @@ def build_training(
     scheme = scheme_for(config.data)
     data = build_data(config, context)
     run_directory = RunDirectory(Path(config.output_dir))
+    # A resumed run keeps its id; only the main process's id is written anywhere.
+    run_id = run_id_of(start.resume) if start.resume is not None else new_run_id()
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
-        run_directory.claim(resuming=start.resume is not None)
-    model = build_model(config, scheme, context.device, start)
+        run_directory.claim(resuming=start.resume is not None, run_id=run_id)
+    model = build_model(config, scheme, context.device, start, init_from)
     weights = class_weights(config, data.train_set, scheme)
     loss_fn = build_loss(
         config.loss.name, scheme.num_classes, class_weights=weights, **config.loss.options
@@ -232,9 +246,10 @@ def build_training(
         context=context,
         normalizer=Normalizer(*encoder_normalization(config.model.backbone)),
         run_directory=run_directory,
+        run_id=run_id,
     )
     if start.resume is not None:
-        restore_state(training, start.resume)
+        restore_state(training, start.resume, resume)
     training.model = convert_sync_batchnorm(training.model, config, context)
     training.model = wrap_model(training.model, config, context, training.state)
     training.compile_pending = config.train.compile

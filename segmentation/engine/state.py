@@ -31,11 +31,15 @@ class TrainState:
     epoch_samples: int = 0
     best_metric: float = -math.inf
     skipped_batches: int = 0
+    # The training result (loss, images_per_second) of an epoch whose validation a stop
+    # request cut short: a resume validates that epoch again instead of training it.
+    trained_epoch: dict | None = None
 
 
 @dataclass
 class StopRequest:
-    """Set by a signal handler; the loop stops at the next optimizer-step boundary."""
+    """Set by a signal handler; the loop stops at the next optimizer step's or validation
+    batch's end."""
 
     requested: bool = False
     signal_name: str = ""
@@ -66,6 +70,7 @@ class Training:
     normalizer: Normalizer = field(default_factory=lambda: Normalizer((0.0,) * 3, (1.0,) * 3))
     run_directory: RunDirectory | None = None
     compile_pending: bool = False  # the first step of a compiled model is still to come
+    run_id: str = ""  # saved in every checkpoint: a resume recognizes its run directory by it
 
     @property
     def bare_model(self) -> nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segmentation.checkpoint import load_checkpoint
+from segmentation.checkpoint import USE_ENTRIES, load_checkpoint, load_model_weights
 from segmentation.config import Config, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
@@ -142,7 +142,7 @@ def load_trained_model(
     """Rebuild the model of a checkpoint written by train.py, for inference on `device` in the
     autocast mode `amp` (off | bf16 | fp16 | auto: bf16 where the device computes it natively),
     compiled with torch.compile if asked."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, needs=USE_ENTRIES)
     config = config_from_dict(state["config"])
     scheme = scheme_for(config.data)
     if list(scheme.class_names) != list(state["class_names"]):
@@ -154,7 +154,7 @@ def load_trained_model(
     if amp == "fp16" and device.type != "cuda":
         raise UserError("--amp fp16 needs a CUDA GPU: use --amp bf16 or off on the CPU")
     model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
-    model.load_state_dict(state["model"])
+    load_model_weights(model, state["model"], path)
     model.to(device).eval()
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -161,6 +161,22 @@ def check_output_outside_input(source: str, frames: list[Frame], output: Path) -
             )
 
 
+def check_every_frame_read(video: Path, announced: int, read: set[int], output: Path) -> None:
+    """A video that ends before the frame count in its container (a copy cut short, a damaged
+    file) must not pass for a finished render: name how many frames were read of how many.
+    The frames read stay rendered; an unknown count (0) checks nothing."""
+    if not read:
+        raise UserError(f"no frame could be decoded from {video}: check that it is a video")
+    missing = [index for index in range(announced) if index not in read]
+    if missing:
+        raise UserError(
+            f"read {announced - len(missing)} of the {announced} frames that {video} announces "
+            f"(the first missing is {video_frame_name(video, missing[0])}: the file is cut "
+            f"short or damaged); the frames read are rendered in {output}: copy or re-encode "
+            "the video and render again to add the rest"
+        )
+
+
 class Renderer:
     def __init__(self, trained: TrainedModel, options: RenderOptions) -> None:
         unknown = [kind for kind in options.save if kind not in SAVE_KINDS]
@@ -218,8 +234,8 @@ class Renderer:
         started = time.perf_counter()
         loader = self._loader(frames, video, done)
         decoded = self._render(loader, len(frames) - len(done), output, frame_at, report)
-        if video is not None and decoded == 0 and not done:
-            raise UserError(f"no frame could be decoded from {video}: check that it is a video")
+        if video is not None:
+            check_every_frame_read(video, len(frames), done | decoded, output)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -241,12 +257,12 @@ class Renderer:
             collate_fn=collate_frames,
         )
 
-    def _render(self, loader, total: int, output: Path, frame_at, report: RenderReport) -> int:
+    def _render(self, loader, total: int, output: Path, frame_at, report: RenderReport) -> set[int]:
         """Predict every decoded frame and hand its PNGs to the writing threads. Returns the
-        number of frames decoded (readable or not)."""
+        indices of the frames decoded (readable or not)."""
         options = self.options
         progress = progress_bar(total, "render", unit="frame")
-        decoded = 0
+        decoded: set[int] = set()
         writers = min(8, max(2, (os.cpu_count() or 2) // 2))
         with ThreadPoolExecutor(max_workers=writers) as pool:
             pending: deque[Future] = deque()
@@ -261,9 +277,10 @@ class Renderer:
                         style = (self.trained.scheme, options.alpha)
                         pending.append(pool.submit(_write_outputs, *write, *style))
                     report.rendered += len(group["index"])
-                count = len(batch["errors"]) + sum(len(g["index"]) for g in batch["groups"])
-                decoded += count
-                progress.update(count)
+                indices = [index for index, _ in batch["errors"]]
+                indices += [index for group in batch["groups"] for index in group["index"]]
+                decoded.update(int(index) for index in indices)
+                progress.update(len(indices))
                 # Bound the backlog of frames waiting to be written.
                 while len(pending) > 4 * options.batch_size:
                     pending.popleft().result()
