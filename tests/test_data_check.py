@@ -217,3 +217,44 @@ def test_the_kitti_layout(kitti_root, tmp_path, capsys):
     assert code == 1
     gt = root / "data_road" / "training" / "gt_image_2" / "um_lane_000001.png"
     assert sections(output) == {"masks without images": [f"{gt}: its image is missing"]}
+
+
+def one_error_line(output: str, *fragments: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("images/val/lindau/lindau_000000_000019.png", "is inside the dataset"),
+        ("classes.yaml", "is inside the dataset"),
+        ("images", "is inside the dataset"),
+        ("../chart.yaml", "ending in one of them"),
+        ("../chart", "ending in one of them"),
+        ("../mine.png", "already exists"),
+    ],
+)
+def test_a_plot_that_would_replace_or_fail_is_refused_before_the_pass(
+    folder_root, tmp_path, capsys, target, fragment
+):
+    root = copy_root(folder_root("index"), tmp_path)
+    (tmp_path / "mine.png").write_bytes(b"my own file")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    code, output = run_check(capsys, root, "--plot", root / target, "--workers", 0)
+    assert code == 2
+    one_error_line(output, "--plot", fragment)  # one line, and no summary: before the pass
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_overwrite_lets_the_plot_replace_a_file_outside_the_dataset(folder_root, tmp_path, capsys):
+    chart = tmp_path / "classes.svg"
+    chart.write_text("an older chart")
+    code, output = run_check(capsys, folder_root("index"), "--plot", chart, "--overwrite")
+    assert code == 0, output
+    assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
+    assert [path.name for path in tmp_path.iterdir()] == ["classes.svg"]  # no temporary left

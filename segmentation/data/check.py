@@ -1,6 +1,7 @@
 """Check a dataset before training on it, in one pass over its files.
 
     python -m segmentation.data.check ROOT [--dataset folder|cityscapes|kitti] [--plot FILE.png]
+        [--overwrite]
 
 Reports the images and masks of each split; images without masks and masks without images;
 unreadable, non-PNG and wrongly formatted masks; masks of another size than their image; mask
@@ -40,8 +41,10 @@ from segmentation.data.io import read_label_ids
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme, get_scheme
 from segmentation.data.loading import progress_bar
 from segmentation.errors import UserError
+from segmentation.files import check_new_file, write_atomically
 
 DATASETS = ("folder", "cityscapes", "kitti")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what the chart is written as
 LISTED = 20  # problems shown of each kind; the rest are counted
 # Problem kinds, in the order they are listed, and their headings.
 PROBLEMS = {
@@ -413,20 +416,74 @@ def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path:
     ]
     axis.legend(hatches, labelled, title="split")
     figure.tight_layout()
+    chart_format = path.suffix.lower().removeprefix(".")
     try:
-        figure.savefig(path, dpi=100)
+        # Through a temporary file: a failed write leaves a file replaced with --overwrite whole.
+        write_atomically(path, lambda handle: figure.savefig(handle, format=chart_format, dpi=100))
     except OSError as error:
         raise UserError(f"cannot write --plot {path} ({error.strerror or error})") from None
     finally:
         plt.close(figure)
 
 
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_plot_path(plot: Path, root: Path, overwrite: bool) -> None:
+    """Refuse, before the pass, a --plot that cannot be a chart file or would replace a file
+    without --overwrite, and always one inside the dataset: a chart there could replace an
+    image or a mask, or be taken for one."""
+    target = plot.resolve()
+    if _is_within(target, Path(root).resolve()):
+        raise UserError(
+            f"--plot {plot} is inside the dataset {root}: the chart could replace or join its "
+            "images and masks; write it outside ROOT"
+        )
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(
+            f"--plot {plot}: the chart is written as {', '.join(PLOT_SUFFIXES)}; give a file "
+            "name ending in one of them, e.g. classes.png"
+        )
+    check_new_file(plot, "--plot", overwrite=overwrite)
+
+
+def check_plot_outside_files(plot: Path, inventory: Inventory) -> None:
+    """Refuse a --plot in a folder that holds the dataset's files through a symlink (a city
+    folder linked in from elsewhere), which the check of ROOT alone cannot see."""
+    target = plot.resolve()
+    paths = [
+        path
+        for samples in inventory.splits.values()
+        for sample in samples
+        for path in (sample.image_path, sample.label_path)
+        if path is not None
+    ]
+    for folder in sorted({path.resolve().parent for path in paths}):
+        if _is_within(target, folder):
+            raise UserError(
+                f"--plot {plot} is inside {folder}, which holds files of the dataset "
+                f"{inventory.root}: write the chart outside the dataset's folders"
+            )
+
+
 # --------------------------------------------------------------------------- command line
 
 
-def check(root: Path, dataset: str | None, labels: str | None, plot: Path | None, workers: int):
+def check(
+    root: Path,
+    dataset: str | None,
+    labels: str | None,
+    plot: Path | None,
+    workers: int,
+    overwrite: bool = False,
+) -> int:
     """Run the check and print its report; returns the exit status (0 fine, 1 problems)."""
+    if plot is not None:
+        check_plot_path(plot, root, overwrite)
     inventory = discover(root, dataset, labels)
+    if plot is not None:
+        check_plot_outside_files(plot, inventory)
     results = run_pass(inventory, workers)
     tallies = tally(inventory, results)
     print(format_summary(inventory, tallies))
@@ -466,7 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the label scheme to count classes in (Cityscapes: default classes; KITTI: road "
         "or lane, default road)",
     )
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of the classes")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help=f"bar chart of the classes ({', '.join(PLOT_SUFFIXES)}), outside ROOT",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="let --plot replace an existing file"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -484,7 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.workers < 0:
             raise UserError(f"--workers must be 0 or more, got {args.workers}")
-        status.append(check(args.root, args.dataset, args.labels, args.plot, args.workers))
+        status.append(
+            check(args.root, args.dataset, args.labels, args.plot, args.workers, args.overwrite)
+        )
 
     return run_guarded(run, debug=args.debug) or status[0]
 
