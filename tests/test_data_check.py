@@ -258,3 +258,30 @@ def test_overwrite_lets_the_plot_replace_a_file_outside_the_dataset(folder_root,
     assert code == 0, output
     assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
     assert [path.name for path in tmp_path.iterdir()] == ["classes.svg"]  # no temporary left
+
+
+def test_symlinked_city_folders_are_checked_and_no_plot_lands_in_them(
+    folder_root, cityscapes_root, tmp_path, capsys
+):
+    root = copy_root(folder_root("index"), tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    for kind in ("images", "masks"):
+        (elsewhere / kind).mkdir(parents=True)
+        shutil.move(root / kind / "val" / "lindau", elsewhere / kind / "lindau")
+        (root / kind / "val" / "lindau").symlink_to(elsewhere / kind / "lindau")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 0, output
+    assert re.search(r"^val +6 +6$", output, re.M), output
+    # The linked folder holds the dataset's files: a chart there is refused like one in ROOT.
+    chart = elsewhere / "masks" / "lindau" / "classes.png"
+    code, output = run_check(capsys, root, "--plot", chart, "--workers", 0)
+    assert code == 2 and not chart.exists()
+    one_error_line(output, f"--plot {chart} is inside {elsewhere / 'masks' / 'lindau'}")
+    root = Path(shutil.copytree(cityscapes_root, tmp_path / "cityscapes"))
+    for kind in ("leftImg8bit", "gtFine"):
+        (elsewhere / kind).mkdir(parents=True)
+        shutil.move(root / kind / "val" / "lindau", elsewhere / kind / "lindau")
+        (root / kind / "val" / "lindau").symlink_to(elsewhere / kind / "lindau")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 0, output
+    assert re.search(r"^val +6 +6$", output, re.M), output

@@ -259,6 +259,27 @@ def test_an_image_without_a_mask_is_named_or_skipped_with_a_count(
     assert "skipping 1 train image(s) without masks" in caplog.text
 
 
+def link_folders_in(root: Path, relative: list[str], elsewhere: Path) -> None:
+    """Move these folders of the dataset elsewhere and leave a symlink to each in its place,
+    as a dataset whose cities live on several disks is assembled."""
+    for folder in relative:
+        inside, outside = root / folder, elsewhere / folder
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(inside, outside)
+        inside.symlink_to(outside, target_is_directory=True)
+
+
+def test_symlinked_city_folders_are_part_of_the_split(folder_root, tmp_path):
+    root = copy_root(folder_root, "index", tmp_path)
+    expected = find_samples(data_config(root), "val")
+    link_folders_in(root, ["images/val/lindau", "masks/val/lindau"], tmp_path / "elsewhere")
+    # A link to a folder it lies in would be walked forever: it is not followed again.
+    (root / "images/val/munster/up").symlink_to(root / "images/val", target_is_directory=True)
+    found = find_samples(data_config(root), "val")
+    assert found == expected and len(found) == 6
+    assert {sample.group for sample in found} == {"frankfurt", "lindau", "munster"}
+
+
 @pytest.mark.parametrize("renamed", [False, True], ids=["mask.jpg", "JPEG named mask.png"])
 def test_a_jpeg_mask_is_refused(folder_root, tmp_path, small_config, capsys, renamed):
     root = copy_root(folder_root, "index", tmp_path)

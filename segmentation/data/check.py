@@ -153,11 +153,11 @@ def _cityscapes_inventory(root: Path, labels: str | None) -> Inventory:
             continue
         suffix = f"_{annotation}_labelIds.png"
         pairs = []
-        for image in sorted(images_dir.glob(f"*/*{cityscapes.IMAGE_SUFFIX}")):
+        for image in cityscapes.city_files(images_dir, cityscapes.IMAGE_SUFFIX):
             name = image.name.removesuffix(cityscapes.IMAGE_SUFFIX)
             label = root / annotation / split / image.parent.name / f"{name}{suffix}"
             pairs.append((image, label, name, image.parent.name))
-        labels_found = sorted((root / annotation / split).glob(f"*/*{suffix}"))
+        labels_found = cityscapes.city_files(root / annotation / split, suffix)
         _pair_files(inventory, split, pairs, labels_found)
     return inventory
 
