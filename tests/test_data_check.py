@@ -170,6 +170,33 @@ def test_a_missing_split_is_a_problem(folder_root, tmp_path, capsys):
     assert re.search(r"^train +10 +0$", output, re.M)
 
 
+def empty_folders(root: Path, *folders: str) -> None:
+    for folder in folders:
+        shutil.rmtree(root / folder)
+        (root / folder).mkdir()
+
+
+def test_an_empty_split_is_a_problem(folder_root, cityscapes_root, kitti_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    empty_folders(root, "images/val", "masks/val")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1, output
+    expected = f"{root / 'images/val'} holds no .png, .jpg or .jpeg images"
+    assert sections(output) == {"split folders without images": [expected]}
+    root = Path(shutil.copytree(cityscapes_root, tmp_path / "cityscapes"))
+    empty_folders(root, "leftImg8bit/val", "gtFine/val")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1, output
+    expected = f"{root / 'leftImg8bit/val'} holds no CITY/*_leftImg8bit.png"
+    assert sections(output) == {"split folders without images": [expected]}
+    root = Path(shutil.copytree(kitti_root, tmp_path / "kitti"))
+    empty_folders(root, "data_road/training/image_2", "data_road/training/gt_image_2")
+    code, output = run_check(capsys, root, "--workers", 0)
+    assert code == 1, output
+    expected = f"{root / 'data_road/training/image_2'} holds no {{um,umm,uu}}_NNNNNN.png images"
+    assert sections(output) == {"split folders without images": [expected]}
+
+
 def test_a_broken_classes_file_is_one_line_with_exit_2(folder_root, tmp_path, capsys):
     root = copy_root(folder_root("index"), tmp_path)
     (root / "classes.yaml").write_text("mask_format: index\nclasses: []\n")

@@ -49,6 +49,7 @@ LISTED = 20  # problems shown of each kind; the rest are counted
 # Problem kinds, in the order they are listed, and their headings.
 PROBLEMS = {
     "split": "missing split folders",
+    "empty": "split folders without images",
     "clash": "images that would share one mask",
     "missing": "images without masks",
     "orphan": "masks without images",
@@ -109,6 +110,8 @@ def _folder_inventory(root: Path, labels: str | None) -> Inventory:
                 inventory.problem("split", f"no folder {scan.images_dir}")
             continue
         inventory.splits[split] = scan.samples
+        if not scan.samples and not scan.clashes and split != "test":
+            inventory.problem("empty", f"{scan.images_dir} holds no .png, .jpg or .jpeg images")
         if not scan.has_masks and split != "test":
             inventory.problem("split", f"no folder {scan.masks_dir}")
         for first, second in scan.clashes:
@@ -157,6 +160,8 @@ def _cityscapes_inventory(root: Path, labels: str | None) -> Inventory:
             name = image.name.removesuffix(cityscapes.IMAGE_SUFFIX)
             label = root / annotation / split / image.parent.name / f"{name}{suffix}"
             pairs.append((image, label, name, image.parent.name))
+        if not pairs and split in ("train", "val"):
+            inventory.problem("empty", f"{images_dir} holds no CITY/*{cityscapes.IMAGE_SUFFIX}")
         labels_found = cityscapes.city_files(root / annotation / split, suffix)
         _pair_files(inventory, split, pairs, labels_found)
     return inventory
@@ -181,6 +186,8 @@ def _kitti_inventory(root: Path, labels: str | None) -> Inventory:
                 inventory.problem("split", f"no folder {images_dir}")
             continue
         images = sorted(p for p in images_dir.iterdir() if _KITTI_IMAGE.match(p.name))
+        if not images and split == "training":
+            inventory.problem("empty", f"{images_dir} holds no {{um,umm,uu}}_NNNNNN.png images")
         if split == "testing":
             inventory.splits[split] = [
                 Sample(p, None, p.stem, p.stem.split("_")[0]) for p in images
