@@ -57,6 +57,14 @@ PROBLEMS = {
     "unreadable": "unreadable files",
     "format": "masks of the wrong pixel format",
     "size": "masks of another size than their image",
+    "outside": "masks with values outside the classes",
+}
+# What to do about a kind of problem, where its lines cannot say it, by dataset.
+OUTSIDE_ADVICE = {
+    "folder": "training ignores those pixels: name their classes in classes.yaml, or store "
+    "unlabelled pixels as its ignore_index",
+    "cityscapes": "training ignores those pixels: Cityscapes label ids are 0..33; use the "
+    "dataset's own *_labelIds.png files",
 }
 
 
@@ -271,6 +279,8 @@ def _index_counts(scheme: LabelScheme, stored: np.ndarray, result: PairResult) -
     result.unknown = int(stored_hist[outside].sum())
     by_count = sorted(outside, key=lambda value: -stored_hist[value])[:3]
     result.examples = ", ".join(f"value {v} x {int(stored_hist[v])}" for v in by_count)
+    if len(outside) > len(by_count):
+        result.examples += f" and {len(outside) - len(by_count)} more values"
 
 
 def _check_pair(split: str, sample: Sample) -> PairResult:
@@ -343,10 +353,13 @@ def tally(inventory: Inventory, results: list[PairResult]) -> dict[str, SplitTal
 
 
 def unknown_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
-    """One line per mask with pixels outside the classes: the file, the count, examples."""
+    """One line per mask with pixels outside the classes: the file, their count and share of
+    its pixels, and the commonest values or colours."""
     samples = [sample for s in inventory.splits.values() for sample in s]
     return [
-        f"{sample.label_path}: {result.unknown} px ({result.examples})"
+        f"{sample.label_path}: {result.unknown} px, "
+        f"{100 * result.unknown / max(1, int(result.classes.sum())):.2f}% of the mask "
+        f"({result.examples})"
         for sample, result in zip(samples, results)
         if result.unknown
     ]
@@ -386,11 +399,14 @@ def _shares(scheme: LabelScheme, split: SplitTally) -> np.ndarray:
     return np.array([*counts, ignored, split.unknown], np.float64) / total
 
 
-def format_problems(problems: dict[str, list[str]]) -> str:
+def format_problems(problems: dict[str, list[str]], advice: dict[str, str] | None = None) -> str:
+    """Each kind's listing under its heading, followed by `advice` for that kind, if any."""
     lines = ["problems:"]
     for kind, heading in PROBLEMS.items():
         if problems.get(kind):
             lines += _listing(heading, problems[kind])
+            if advice and advice.get(kind):
+                lines.append(f"({advice[kind]})")
     return "\n".join(lines)
 
 
@@ -498,16 +514,21 @@ def check(
         plot_frequencies(inventory, tallies, plot)
         print(f"class frequencies plotted in {plot}")
     unknown = unknown_lines(inventory, results)
-    if unknown:
+    if unknown and inventory.label_kind == "folder:rgb":
+        # The rgb format's rule: a colour that no class has is unlabelled (an export's
+        # background, once its class is left out of classes.yaml), so only a warning.
         total = sum(tally.unknown for tally in tallies.values())
-        what = "colours of no class" if inventory.label_kind == "folder:rgb" else "values"
         heading = (
-            f"warning: {total} pixels in {len(unknown)} masks hold {what} outside the classes; "
+            f"warning: {total} pixels in {len(unknown)} masks hold colours of no class; "
             "training ignores them. Per file"
         )
         print("\n".join(["", *_listing(heading, unknown)]))
+    else:
+        for line in unknown:
+            inventory.problem("outside", line)
     if any(inventory.problems.values()):
-        print("\n" + format_problems(inventory.problems))
+        advice = {"outside": OUTSIDE_ADVICE.get(inventory.dataset, "")}
+        print("\n" + format_problems(inventory.problems, advice))
         return 1
     print("\nno problems found")
     return 0
