@@ -36,7 +36,7 @@ from segmentation.data.folder import (
     read_classes,
     scan_split,
 )
-from segmentation.data.headers import pair_problem
+from segmentation.data.headers import ORIENTATIONS, check_pair
 from segmentation.data.io import read_label_ids
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme, get_scheme
 from segmentation.data.loading import progress_bar
@@ -235,6 +235,8 @@ class PairResult:
     classes: np.ndarray | None = None  # (256,) int64 pixels per target value (255: ignored)
     unknown: int = 0  # pixels of values or colours outside the classes
     examples: str = ""  # which values or colours those were
+    orientation: int = 1  # the image's EXIF orientation (1: none)
+    turn_unverified: bool = False  # see headers.PairCheck
 
 
 _WORKER: dict = {}
@@ -286,7 +288,9 @@ def _index_counts(scheme: LabelScheme, stored: np.ndarray, result: PairResult) -
 def _check_pair(split: str, sample: Sample) -> PairResult:
     """One image/mask pair: headers, then the mask's values. Runs in a worker process."""
     scheme, reader = _WORKER["scheme"], _WORKER["reader"]
-    result = PairResult(split, pair_problem(sample, _WORKER["label_kind"]))
+    headers = check_pair(sample, _WORKER["label_kind"])
+    result = PairResult(split, headers.problem)
+    result.orientation, result.turn_unverified = headers.orientation, headers.turn_unverified
     if sample.label_path is None:
         return result
     try:
@@ -362,6 +366,19 @@ def unknown_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
         f"({result.examples})"
         for sample, result in zip(samples, results)
         if result.unknown
+    ]
+
+
+def turned_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
+    """One line per image that its EXIF orientation turns without changing its size (a
+    half turn, a mirror, a square image): its mask may follow it as shown or as stored, and
+    only the first is right. (A turn that swaps width and height shows in the mask's size.)"""
+    samples = [sample for s in inventory.splits.values() for sample in s]
+    return [
+        f"{sample.image_path}: EXIF orientation {result.orientation}, "
+        f"{ORIENTATIONS[result.orientation]}"
+        for sample, result in zip(samples, results)
+        if result.turn_unverified
     ]
 
 
@@ -526,6 +543,14 @@ def check(
     else:
         for line in unknown:
             inventory.problem("outside", line)
+    turned = turned_lines(inventory, results)
+    if turned:
+        heading = (
+            f"warning: {len(turned)} images are turned by their EXIF orientation when read, as "
+            "viewers show them; check that their masks match them as shown, not as stored. "
+            "Per image"
+        )
+        print("\n".join(["", *_listing(heading, turned)]))
     if any(inventory.problems.values()):
         advice = {"outside": OUTSIDE_ADVICE.get(inventory.dataset, "")}
         print("\n" + format_problems(inventory.problems, advice))
