@@ -15,10 +15,11 @@ import pytest
 
 from segmentation.data import check
 from segmentation.data.dataset import FullResolutionDataset, Sample
-from segmentation.data.folder import read_index_mask
+from segmentation.data.folder import RgbMaskReader, read_index_mask
 from segmentation.data.headers import check_pair, pair_problem
 from segmentation.data.io import read_label_rgb, read_rgb
 from segmentation.errors import UserError
+from segmentation.sample.folder import SAMPLE_CLASSES
 
 STORED = (20, 40)  # (height, width) of the test images' stored pixels
 
@@ -123,3 +124,54 @@ def test_the_dataset_check_names_the_exif_orientation(folder_root, tmp_path, cap
     ) in output
     assert "warning: 1 images are turned by their EXIF orientation when read" in output
     assert f"  {half}: EXIF orientation 3, turned 180 degrees" in output
+
+
+def palette_png(path: Path, indices: np.ndarray, palette: list, bits: int) -> None:
+    """A palette PNG of `bits` per pixel, written by Pillow (not by OpenCV, which reads it)."""
+    from PIL import Image
+
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    padded = [*palette, *[palette[-1]] * (2**bits - len(palette))]  # Pillow sizes by it
+    image.putpalette([channel for colour in padded for channel in colour])
+    image.save(path, bits=bits)
+    assert path.read_bytes()[24:26] == bytes([bits, 3])  # IHDR: bit depth, colour type 3
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_a_palette_png_of_any_depth_is_an_rgb_mask(tmp_path, bits):
+    colours = [colour for _, colour, _ in SAMPLE_CLASSES]
+    entries = min(2**bits, 6)
+    palette = [*colours[: entries - 1], (1, 2, 3)]  # the last entry is no class's colour
+    indices = np.arange(16).reshape(2, 8) % entries
+    mask, image = tmp_path / "mask.png", tmp_path / "image.png"
+    palette_png(mask, indices, palette, bits)
+    cv2.imwrite(str(image), np.zeros((2, 8, 3), np.uint8))
+    assert pair_problem(Sample(image, mask, "x", ""), "folder:rgb") is None
+    expected = np.where(indices == entries - 1, 255, indices)
+    assert RgbMaskReader(np.array(colours, np.uint8))(mask).tolist() == expected.tolist()
+
+
+def test_a_mask_of_the_right_kind_at_another_depth_is_told_to_be_re_saved(tmp_path):
+    image, mask = tmp_path / "image.png", tmp_path / "mask.png"
+    cv2.imwrite(str(image), np.zeros((2, 8, 3), np.uint8))
+    cv2.imwrite(str(mask), np.zeros((2, 8, 3), np.uint16))
+    kind, message = pair_problem(Sample(image, mask, "x", ""), "folder:rgb")
+    assert kind == "format"
+    assert (
+        message == f"label {mask} is a 16-bit RGB PNG, not an 8-bit colour PNG: re-save it as 8-bit"
+    )
+
+
+def test_the_dataset_check_counts_a_4_bit_palette_mask_as_its_colours(
+    folder_root, tmp_path, capsys
+):
+    root = Path(shutil.copytree(folder_root("rgb"), tmp_path / "data"))
+    code, before = run_check(capsys, root, "--workers", 0)
+    mask = root / "masks" / "val" / "lindau" / "lindau_000000_000019.png"
+    rgb = cv2.cvtColor(cv2.imread(str(mask)), cv2.COLOR_BGR2RGB)
+    palette, indices = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    assert len(palette) <= 16
+    palette_png(mask, indices.reshape(rgb.shape[:2]), [tuple(c) for c in palette], 4)
+    code, after = run_check(capsys, root, "--workers", 0)
+    assert code == 0, after
+    assert after == before  # the same counts, the same warning about black, no problem

@@ -37,14 +37,14 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_NO_LENGTH = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a segment
 
 PNG_COLOR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
-# What each dataset's label reader takes (see io.read_label_ids, io.read_label_rgb, and
-# folder.py's readers for "folder:index" and "folder:rgb" masks; a palette PNG decodes to its
-# colours, which rgb masks can use and index masks cannot).
-_LABEL_COLOR_TYPES = {
-    "cityscapes": (0,),
-    "kitti": (2, 6),
-    "folder:index": (0,),
-    "folder:rgb": (2, 3, 6),
+# What each dataset's label reader takes: PNG colour type -> bit depths (see io.read_label_ids,
+# io.read_label_rgb, and folder.py's readers for "folder:index" and "folder:rgb" masks). A
+# palette PNG decodes to its colours, at any depth: rgb masks can use it, index masks cannot.
+_LABEL_FORMATS = {
+    "cityscapes": {0: (8,)},
+    "kitti": {2: (8,), 6: (8,)},
+    "folder:index": {0: (8,)},
+    "folder:rgb": {2: (8,), 3: (1, 2, 4, 8), 6: (8,)},
 }
 _LABEL_KINDS = {
     "cityscapes": (
@@ -199,9 +199,17 @@ def _label_problem(path: Path, label: ImageHeader, dataset: str) -> tuple[str, s
             f"label {path} is not a PNG (it is a {label.format}): lossy compression changes "
             "label values, use the dataset's original label PNG"
         )
-    if label.color_type not in _LABEL_COLOR_TYPES[dataset] or label.bit_depth != 8:
-        found = f"{PNG_COLOR_TYPES.get(label.color_type, 'unknown')}, {label.bit_depth}-bit"
+    depths = _LABEL_FORMATS[dataset].get(label.color_type)
+    kind = PNG_COLOR_TYPES.get(label.color_type, "unknown")
+    if depths is None:
+        found = f"{kind}, {label.bit_depth}-bit"
         return "format", f"label {path} is not {expected} (found {found}): {advice}"
+    if label.bit_depth not in depths:
+        # The right kind of PNG at another depth: re-saving it is all it takes.
+        return "format", (
+            f"label {path} is a {label.bit_depth}-bit {kind} PNG, not {expected}: re-save it "
+            "as 8-bit"
+        )
     return None
 
 
