@@ -212,6 +212,23 @@ def test_values_outside_a_classes_file_are_a_problem_with_their_share(
         assert split_share > 50
 
 
+def test_a_long_class_name_is_shortened_in_the_table(folder_root, tmp_path, capsys):
+    root = copy_root(folder_root("index"), tmp_path)
+    classes = yaml.safe_load((root / "classes.yaml").read_text())
+    long_name = "road " + "very " * 58 + "long end"  # 303 characters
+    classes["classes"][0]["name"] = long_name
+    (root / "classes.yaml").write_text(yaml.safe_dump(classes, width=1000))
+    code, output = run_check(capsys, root, "--workers", 0, "--plot", tmp_path / "chart.png")
+    assert code == 0, output
+    lines = output.splitlines()
+    start = lines.index("class pixel frequencies (% of each split's mask pixels)") + 1
+    table = lines[start : start + 1 + 8 + 2]  # the heading, 8 classes, ignored and outside
+    shortened = "road very very very very ...ery long end"  # 25 + "..." + 12 characters
+    assert table[1].startswith(f"{shortened} "), table
+    assert {len(line) for line in table} == {40 + 2 * 12}  # the name, then two 12-wide columns
+    assert cv2.imread(str(tmp_path / "chart.png")) is not None
+
+
 def empty_folders(root: Path, *folders: str) -> None:
     for folder in folders:
         shutil.rmtree(root / folder)

@@ -236,6 +236,23 @@ def test_colour_errors_say_what_a_colour_is(tmp_path):
             classes_from_dict(values, "classes.yaml")
 
 
+@pytest.mark.parametrize("name", ["road\nside", "car\x1b[31m", "bus\t", "\u202etrain", "a\u2028b"])
+def test_class_names_with_control_characters_are_refused(tmp_path, name):
+    from segmentation.config import classes_from_dict
+
+    values = {"mask_format": "index", "classes": [{"name": "sky", "color": [0, 0, 255]}]}
+    values["classes"].append({"name": name, "color": [1, 2, 3]})
+    with pytest.raises(UserError) as raised:
+        classes_from_dict(values, "classes.yaml")
+    message = str(raised.value)
+    control = next(char for char in name if not char.isprintable())
+    assert message == (
+        f"classes.yaml: classes[1].name={name!r} is not valid: it holds the control character "
+        f"U+{ord(control):04X}: use printable characters"
+    )
+    assert message.isprintable()  # one line, and nothing a terminal would act on
+
+
 def test_labels_other_than_all_are_refused_for_a_folder_dataset():
     with pytest.raises(UserError, match="data.labels='road' is not valid for the folder"):
         config_from_dict({"data": {"dataset": "folder", "labels": "road"}})

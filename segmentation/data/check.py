@@ -46,6 +46,7 @@ from segmentation.files import check_new_file, write_atomically
 DATASETS = ("folder", "cityscapes", "kitti")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what the chart is written as
 LISTED = 20  # problems shown of each kind; the rest are counted
+NAME_WIDTH = 40  # class names longer than this are shortened in the table and the chart
 # Problem kinds, in the order they are listed, and their headings.
 PROBLEMS = {
     "split": "missing split folders",
@@ -382,6 +383,15 @@ def turned_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
     ]
 
 
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A class name of at most `width` characters for the table and the chart: a longer one
+    keeps its start and its end, where names of one family usually differ."""
+    if len(name) <= width:
+        return name
+    tail = (width - 3) // 3
+    return f"{name[: width - 3 - tail]}...{name[-tail:]}"
+
+
 def _listing(heading: str, lines: list[str]) -> list[str]:
     shown = [f"  {line}" for line in lines[:LISTED]]
     if len(lines) > LISTED:
@@ -397,7 +407,7 @@ def format_summary(inventory: Inventory, tallies: dict[str, SplitTally]) -> str:
     labelled = [s for s in splits if tallies[s].pixels.sum()]
     if not labelled:
         return "\n".join(lines)
-    names = [*inventory.scheme.class_names, "(ignored)", "(outside the classes)"]
+    names = [*map(short_name, inventory.scheme.class_names), "(ignored)", "(outside the classes)"]
     width = max(22, *(len(name) for name in names))
     lines += ["", "class pixel frequencies (% of each split's mask pixels)"]
     lines.append(f"{'class':<{width}} " + " ".join(f"{s:>11}" for s in labelled))
@@ -436,7 +446,7 @@ def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path:
 
     scheme = inventory.scheme
     labelled = [s for s in tallies if tallies[s].pixels.sum()]
-    names = list(scheme.class_names)
+    names = [short_name(name) for name in scheme.class_names]
     figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * max(1, len(labelled))), 4))
     step = 0.8 / max(1, len(labelled))
     colours = [tuple(c / 255 for c in colour) for colour in scheme.colors]
