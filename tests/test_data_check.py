@@ -350,6 +350,11 @@ def test_overwrite_lets_the_plot_replace_a_file_outside_the_dataset(folder_root,
     assert code == 0, output
     assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
     assert [path.name for path in tmp_path.iterdir()] == ["classes.svg"]  # no temporary left
+    # A new folder is made for the chart, as the check before the pass found it could be.
+    chart = tmp_path / "charts" / "classes.pdf"
+    code, output = run_check(capsys, folder_root("index"), "--plot", chart, "--workers", 0)
+    assert code == 0, output
+    assert chart.read_bytes().startswith(b"%PDF")
 
 
 def test_symlinked_city_folders_are_checked_and_no_plot_lands_in_them(

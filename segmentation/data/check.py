@@ -305,6 +305,7 @@ def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path:
     figure.tight_layout()
     chart_format = path.suffix.lower().removeprefix(".")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # check_plot_path found it creatable
         # Through a temporary file: a failed write leaves a file replaced with --overwrite whole.
         write_atomically(path, lambda handle: figure.savefig(handle, format=chart_format, dpi=100))
     except OSError as error:
