@@ -9,6 +9,7 @@ is saved with every run and every checkpoint.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -152,6 +153,17 @@ def _rgb_color(value: Any) -> tuple[int, int, int]:
     raise _reason("it should be 3 integers in 0..255 (red, green, blue), e.g. [128, 64, 128]")
 
 
+def _printable_name(value: str) -> str:
+    # A class name is printed in tables, logs, charts and the report: a control character
+    # (a newline, a tab, a terminal escape, a direction override) would break or forge them.
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            raise _reason(
+                f"it holds the control character U+{ord(char):04X}: use printable characters"
+            )
+    return value
+
+
 def _none_as_empty(value: Any) -> Any:
     # `classes:` with nothing below it is null in YAML: an empty list, refused as such below.
     return [] if value is None else value
@@ -196,7 +208,7 @@ class AugmentConfig(_Section):
 
 
 class ClassEntry(_Section):
-    name: Text
+    name: Annotated[Text, AfterValidator(_printable_name)]
     color: Annotated[
         tuple[int, int, int], PlainValidator(_rgb_color), PlainSerializer(lambda v: list(v))
     ]

@@ -74,6 +74,28 @@ def test_kitti_road_and_lane(kitti_root):
     assert len(test) == 3 and all(s.label_path is None for s in test)
 
 
+def move_and_link(inside, outside) -> None:
+    """Move a folder of the dataset elsewhere and leave a symlink to it in its place."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(inside, outside)
+    inside.symlink_to(outside, target_is_directory=True)
+
+
+def test_symlinked_folders_are_part_of_the_dataset(cityscapes_root, kitti_root, tmp_path):
+    """Cities (Cityscapes) and the image and ground-truth folders (KITTI) linked in from
+    another disk are found as if they were there."""
+    root = shutil.copytree(cityscapes_root, tmp_path / "cityscapes")
+    expected = find_cityscapes(root, "val")
+    for kind in ("leftImg8bit", "gtFine"):
+        move_and_link(root / kind / "val" / "lindau", tmp_path / "elsewhere" / kind / "lindau")
+    assert find_cityscapes(root, "val") == expected and len(expected) == 6
+    root = shutil.copytree(kitti_root, tmp_path / "kitti")
+    expected = find_kitti_road(root, "train", val_fraction=0.2)
+    for folder in ("image_2", "gt_image_2"):
+        move_and_link(root / "data_road/training" / folder, tmp_path / "elsewhere" / folder)
+    assert find_kitti_road(root, "train", val_fraction=0.2) == expected and len(expected) == 12
+
+
 def test_missing_label_is_listed_or_skipped(cityscapes_root, tmp_path, caplog):
     root = tmp_path / "copy"
     shutil.copytree(cityscapes_root / "leftImg8bit" / "val", root / "leftImg8bit" / "val")

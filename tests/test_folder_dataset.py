@@ -236,6 +236,23 @@ def test_colour_errors_say_what_a_colour_is(tmp_path):
             classes_from_dict(values, "classes.yaml")
 
 
+@pytest.mark.parametrize("name", ["road\nside", "car\x1b[31m", "bus\t", "\u202etrain", "a\u2028b"])
+def test_class_names_with_control_characters_are_refused(tmp_path, name):
+    from segmentation.config import classes_from_dict
+
+    values = {"mask_format": "index", "classes": [{"name": "sky", "color": [0, 0, 255]}]}
+    values["classes"].append({"name": name, "color": [1, 2, 3]})
+    with pytest.raises(UserError) as raised:
+        classes_from_dict(values, "classes.yaml")
+    message = str(raised.value)
+    control = next(char for char in name if not char.isprintable())
+    assert message == (
+        f"classes.yaml: classes[1].name={name!r} is not valid: it holds the control character "
+        f"U+{ord(control):04X}: use printable characters"
+    )
+    assert message.isprintable()  # one line, and nothing a terminal would act on
+
+
 def test_labels_other_than_all_are_refused_for_a_folder_dataset():
     with pytest.raises(UserError, match="data.labels='road' is not valid for the folder"):
         config_from_dict({"data": {"dataset": "folder", "labels": "road"}})
@@ -257,6 +274,27 @@ def test_an_image_without_a_mask_is_named_or_skipped_with_a_count(
     samples = find_samples(data_config(root, skip_missing_labels=True), "train")
     assert len(samples) == 9 and image not in [sample.image_path for sample in samples]
     assert "skipping 1 train image(s) without masks" in caplog.text
+
+
+def link_folders_in(root: Path, relative: list[str], elsewhere: Path) -> None:
+    """Move these folders of the dataset elsewhere and leave a symlink to each in its place,
+    as a dataset whose cities live on several disks is assembled."""
+    for folder in relative:
+        inside, outside = root / folder, elsewhere / folder
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(inside, outside)
+        inside.symlink_to(outside, target_is_directory=True)
+
+
+def test_symlinked_city_folders_are_part_of_the_split(folder_root, tmp_path):
+    root = copy_root(folder_root, "index", tmp_path)
+    expected = find_samples(data_config(root), "val")
+    link_folders_in(root, ["images/val/lindau", "masks/val/lindau"], tmp_path / "elsewhere")
+    # A link to a folder it lies in would be walked forever: it is not followed again.
+    (root / "images/val/munster/up").symlink_to(root / "images/val", target_is_directory=True)
+    found = find_samples(data_config(root), "val")
+    assert found == expected and len(found) == 6
+    assert {sample.group for sample in found} == {"frankfurt", "lindau", "munster"}
 
 
 @pytest.mark.parametrize("renamed", [False, True], ids=["mask.jpg", "JPEG named mask.png"])

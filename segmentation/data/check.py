@@ -1,21 +1,24 @@
 """Check a dataset before training on it, in one pass over its files.
 
     python -m segmentation.data.check ROOT [--dataset folder|cityscapes|kitti] [--plot FILE.png]
+        [--overwrite]
 
-Reports the images and masks of each split; images without masks and masks without images;
-unreadable, non-PNG and wrongly formatted masks; masks of another size than their image; mask
-values (or colours) outside the classes; and the share of each class's pixels per split. Images
-are checked from their headers (format, size, a PNG's end), masks are decoded in full: their
-values are what is counted. Exit status 0 with the summary when nothing is wrong, 1 with each
-problem listed (the first 20 of each kind, then a count), 2 when the dataset cannot be read
-at all (no such layout, a broken classes.yaml).
+Reports the images and masks of each split; missing or empty split folders; images without
+masks and masks without images; unreadable, non-PNG and wrongly formatted masks; masks of
+another size than their image as read (turned by its EXIF orientation, which is named); mask
+values outside the classes (a problem; an rgb mask's colours of no class are unlabelled by the
+format's rule: a warning); and the share of each class's pixels per split. Images are checked
+from their headers (format, size, EXIF orientation, a PNG's end), masks are decoded in full:
+their values are what is counted. Exit status 0 with the summary when nothing is wrong, 1 with
+each problem listed (the first 20 of each kind, then a count), 2 when the dataset cannot be
+read at all (no such layout, a broken classes.yaml) or --plot names a file it may not write
+(inside the dataset, an existing file without --overwrite, no chart suffix), before the pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,26 +29,22 @@ import cv2
 import numpy as np
 
 from segmentation.cli import run_guarded
-from segmentation.data import cityscapes, kitti
 from segmentation.data.dataset import Sample
-from segmentation.data.folder import (
-    RgbMaskReader,
-    folder_label_reader,
-    folder_scheme,
-    read_classes,
-    scan_split,
-)
-from segmentation.data.headers import pair_problem
-from segmentation.data.io import read_label_ids
-from segmentation.data.labels import IGNORE_INDEX, LabelScheme, get_scheme
+from segmentation.data.folder import RgbMaskReader
+from segmentation.data.headers import ORIENTATIONS, check_pair
+from segmentation.data.inventory import DATASETS, Inventory, discover
+from segmentation.data.labels import IGNORE_INDEX, LabelScheme
 from segmentation.data.loading import progress_bar
 from segmentation.errors import UserError
+from segmentation.files import check_new_file, write_atomically
 
-DATASETS = ("folder", "cityscapes", "kitti")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what the chart is written as
 LISTED = 20  # problems shown of each kind; the rest are counted
+NAME_WIDTH = 40  # class names longer than this are shortened in the table and the chart
 # Problem kinds, in the order they are listed, and their headings.
 PROBLEMS = {
     "split": "missing split folders",
+    "empty": "split folders without images",
     "clash": "images that would share one mask",
     "missing": "images without masks",
     "orphan": "masks without images",
@@ -53,158 +52,15 @@ PROBLEMS = {
     "unreadable": "unreadable files",
     "format": "masks of the wrong pixel format",
     "size": "masks of another size than their image",
+    "outside": "masks with values outside the classes",
 }
-
-
-@dataclass
-class Inventory:
-    """What discovery found: the samples of each split, and the problems of pairing."""
-
-    dataset: str
-    root: Path
-    scheme: LabelScheme
-    label_kind: str  # for headers.pair_problem
-    reader: Callable[[Path], np.ndarray]
-    description: str
-    splits: dict[str, list[Sample]] = field(default_factory=dict)
-    problems: dict[str, list[str]] = field(default_factory=dict)
-
-    def problem(self, kind: str, message: str) -> None:
-        self.problems.setdefault(kind, []).append(message)
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-def detect_dataset(root: Path) -> str:
-    """The layout of ROOT: a classes file is a folder dataset; else Cityscapes or KITTI."""
-    if (root / "classes.yaml").is_file():
-        return "folder"
-    if (root / "leftImg8bit").is_dir():
-        return "cityscapes"
-    if (root / "data_road").is_dir() or (root / "training" / "image_2").is_dir():
-        return "kitti"
-    return "folder"  # whose missing classes file is then the error
-
-
-def _folder_inventory(root: Path, labels: str | None) -> Inventory:
-    if labels not in (None, "all"):
-        raise UserError(f"--labels {labels}: a folder dataset's classes are its classes.yaml")
-    classes = read_classes(root)
-    inventory = Inventory(
-        "folder",
-        root,
-        folder_scheme(classes),
-        f"folder:{classes.mask_format}",
-        folder_label_reader(classes),
-        f"folder dataset {root}: {len(classes.classes)} classes, {classes.mask_format} masks",
-    )
-    for split in ("train", "val", "test"):
-        scan = scan_split(root, split)
-        if not scan.images_dir.is_dir():
-            if split != "test":
-                inventory.problem("split", f"no folder {scan.images_dir}")
-            continue
-        inventory.splits[split] = scan.samples
-        if not scan.has_masks and split != "test":
-            inventory.problem("split", f"no folder {scan.masks_dir}")
-        for first, second in scan.clashes:
-            inventory.problem("clash", f"{first} and {second}: rename one")
-        for image, mask in scan.missing:
-            inventory.problem("missing", f"{image}: no {mask}")
-        for path in scan.orphans:
-            inventory.problem("orphan", f"{path}: no image of that name in {scan.images_dir}")
-        for path in scan.not_png:
-            inventory.problem("not_png", f"{path}: masks must be PNG files")
-    return inventory
-
-
-def _pair_files(inventory: Inventory, split: str, pairs: list, labels: list[Path]) -> None:
-    """Record a split of (image, label path, name, group) pairs: existing labels pair, the
-    others are missing, and labels no image claimed are orphans."""
-    samples, claimed = [], set()
-    for image, label, name, group in pairs:
-        if label.is_file():
-            claimed.add(label)
-            samples.append(Sample(image, label, name, group))
-        else:
-            inventory.problem("missing", f"{image}: no {label}")
-    for label in labels:
-        if label not in claimed:
-            inventory.problem("orphan", f"{label}: its image is missing")
-    inventory.splits[split] = samples
-
-
-def _cityscapes_inventory(root: Path, labels: str | None) -> Inventory:
-    if not (root / "leftImg8bit").is_dir():
-        raise UserError(f"no folder {root / 'leftImg8bit'}: expected {cityscapes.LAYOUT}")
-    scheme = get_scheme("cityscapes", labels or "classes")
-    description = f"Cityscapes {root}: the '{scheme.name}' scheme, {scheme.num_classes} classes"
-    inventory = Inventory("cityscapes", root, scheme, "cityscapes", read_label_ids, description)
-    splits = (("train", "gtFine"), ("val", "gtFine"), ("test", "gtFine"))
-    for split, annotation in (*splits, ("train_extra", "gtCoarse")):
-        images_dir = root / "leftImg8bit" / split
-        if not images_dir.is_dir():
-            if split in ("train", "val"):
-                inventory.problem("split", f"no folder {images_dir}")
-            continue
-        suffix = f"_{annotation}_labelIds.png"
-        pairs = []
-        for image in sorted(images_dir.glob(f"*/*{cityscapes.IMAGE_SUFFIX}")):
-            name = image.name.removesuffix(cityscapes.IMAGE_SUFFIX)
-            label = root / annotation / split / image.parent.name / f"{name}{suffix}"
-            pairs.append((image, label, name, image.parent.name))
-        labels_found = sorted((root / annotation / split).glob(f"*/*{suffix}"))
-        _pair_files(inventory, split, pairs, labels_found)
-    return inventory
-
-
-_KITTI_IMAGE = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
-_KITTI_GT = re.compile(r"^(um|umm|uu)_(road|lane)_(\d{6})\.png$")
-
-
-def _kitti_inventory(root: Path, labels: str | None) -> Inventory:
-    base = kitti.data_road_dir(root)
-    scheme = get_scheme("kitti", labels or "road")
-    mode = scheme.name
-    description = f"KITTI road {base}: {mode} ground truth"
-    inventory = Inventory("kitti", root, scheme, "kitti", kitti.read_kitti_codes, description)
-    gt_dir = base / "training" / "gt_image_2"
-    pairs = []
-    for folder, split in (("training", "training"), ("testing", "testing")):
-        images_dir = base / folder / "image_2"
-        if not images_dir.is_dir():
-            if split == "training":
-                inventory.problem("split", f"no folder {images_dir}")
-            continue
-        images = sorted(p for p in images_dir.iterdir() if _KITTI_IMAGE.match(p.name))
-        if split == "testing":
-            inventory.splits[split] = [
-                Sample(p, None, p.stem, p.stem.split("_")[0]) for p in images
-            ]
-            continue
-        for image in images:
-            category, index = _KITTI_IMAGE.match(image.name).groups()
-            if mode == "road" or category == "um":
-                label = gt_dir / f"{category}_{mode}_{index}.png"
-                pairs.append((image, label, image.stem, category))
-        found = sorted(gt_dir.glob(f"*_{mode}_*.png")) if gt_dir.is_dir() else []
-        labels_found = [p for p in found if _KITTI_GT.match(p.name)]
-        _pair_files(inventory, split, pairs, labels_found)
-    return inventory
-
-
-def discover(root: Path, dataset: str | None = None, labels: str | None = None) -> Inventory:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"data root {root} does not exist")
-    dataset = dataset or detect_dataset(root)
-    builders = {
-        "folder": _folder_inventory,
-        "cityscapes": _cityscapes_inventory,
-        "kitti": _kitti_inventory,
-    }
-    return builders[dataset](root, labels)
+# What to do about a kind of problem, where its lines cannot say it, by dataset.
+OUTSIDE_ADVICE = {
+    "folder": "training ignores those pixels: name their classes in classes.yaml, or store "
+    "unlabelled pixels as its ignore_index",
+    "cityscapes": "training ignores those pixels: Cityscapes label ids are 0..33; use the "
+    "dataset's own *_labelIds.png files",
+}
 
 
 # --------------------------------------------------------------------------- the pass
@@ -217,6 +73,8 @@ class PairResult:
     classes: np.ndarray | None = None  # (256,) int64 pixels per target value (255: ignored)
     unknown: int = 0  # pixels of values or colours outside the classes
     examples: str = ""  # which values or colours those were
+    orientation: int = 1  # the image's EXIF orientation (1: none)
+    turn_unverified: bool = False  # see headers.PairCheck
 
 
 _WORKER: dict = {}
@@ -261,12 +119,16 @@ def _index_counts(scheme: LabelScheme, stored: np.ndarray, result: PairResult) -
     result.unknown = int(stored_hist[outside].sum())
     by_count = sorted(outside, key=lambda value: -stored_hist[value])[:3]
     result.examples = ", ".join(f"value {v} x {int(stored_hist[v])}" for v in by_count)
+    if len(outside) > len(by_count):
+        result.examples += f" and {len(outside) - len(by_count)} more values"
 
 
 def _check_pair(split: str, sample: Sample) -> PairResult:
     """One image/mask pair: headers, then the mask's values. Runs in a worker process."""
     scheme, reader = _WORKER["scheme"], _WORKER["reader"]
-    result = PairResult(split, pair_problem(sample, _WORKER["label_kind"]))
+    headers = check_pair(sample, _WORKER["label_kind"])
+    result = PairResult(split, headers.problem)
+    result.orientation, result.turn_unverified = headers.orientation, headers.turn_unverified
     if sample.label_path is None:
         return result
     try:
@@ -333,13 +195,38 @@ def tally(inventory: Inventory, results: list[PairResult]) -> dict[str, SplitTal
 
 
 def unknown_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
-    """One line per mask with pixels outside the classes: the file, the count, examples."""
+    """One line per mask with pixels outside the classes: the file, their count and share of
+    its pixels, and the commonest values or colours."""
     samples = [sample for s in inventory.splits.values() for sample in s]
     return [
-        f"{sample.label_path}: {result.unknown} px ({result.examples})"
+        f"{sample.label_path}: {result.unknown} px, "
+        f"{100 * result.unknown / max(1, int(result.classes.sum())):.2f}% of the mask "
+        f"({result.examples})"
         for sample, result in zip(samples, results)
         if result.unknown
     ]
+
+
+def turned_lines(inventory: Inventory, results: list[PairResult]) -> list[str]:
+    """One line per image that its EXIF orientation turns without changing its size (a
+    half turn, a mirror, a square image): its mask may follow it as shown or as stored, and
+    only the first is right. (A turn that swaps width and height shows in the mask's size.)"""
+    samples = [sample for s in inventory.splits.values() for sample in s]
+    return [
+        f"{sample.image_path}: EXIF orientation {result.orientation}, "
+        f"{ORIENTATIONS[result.orientation]}"
+        for sample, result in zip(samples, results)
+        if result.turn_unverified
+    ]
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A class name of at most `width` characters for the table and the chart: a longer one
+    keeps its start and its end, where names of one family usually differ."""
+    if len(name) <= width:
+        return name
+    tail = (width - 3) // 3
+    return f"{name[: width - 3 - tail]}...{name[-tail:]}"
 
 
 def _listing(heading: str, lines: list[str]) -> list[str]:
@@ -357,7 +244,7 @@ def format_summary(inventory: Inventory, tallies: dict[str, SplitTally]) -> str:
     labelled = [s for s in splits if tallies[s].pixels.sum()]
     if not labelled:
         return "\n".join(lines)
-    names = [*inventory.scheme.class_names, "(ignored)", "(outside the classes)"]
+    names = [*map(short_name, inventory.scheme.class_names), "(ignored)", "(outside the classes)"]
     width = max(22, *(len(name) for name in names))
     lines += ["", "class pixel frequencies (% of each split's mask pixels)"]
     lines.append(f"{'class':<{width}} " + " ".join(f"{s:>11}" for s in labelled))
@@ -376,11 +263,14 @@ def _shares(scheme: LabelScheme, split: SplitTally) -> np.ndarray:
     return np.array([*counts, ignored, split.unknown], np.float64) / total
 
 
-def format_problems(problems: dict[str, list[str]]) -> str:
+def format_problems(problems: dict[str, list[str]], advice: dict[str, str] | None = None) -> str:
+    """Each kind's listing under its heading, followed by `advice` for that kind, if any."""
     lines = ["problems:"]
     for kind, heading in PROBLEMS.items():
         if problems.get(kind):
             lines += _listing(heading, problems[kind])
+            if advice and advice.get(kind):
+                lines.append(f"({advice[kind]})")
     return "\n".join(lines)
 
 
@@ -393,7 +283,7 @@ def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path:
 
     scheme = inventory.scheme
     labelled = [s for s in tallies if tallies[s].pixels.sum()]
-    names = list(scheme.class_names)
+    names = [short_name(name) for name in scheme.class_names]
     figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * max(1, len(labelled))), 4))
     step = 0.8 / max(1, len(labelled))
     colours = [tuple(c / 255 for c in colour) for colour in scheme.colors]
@@ -413,20 +303,75 @@ def plot_frequencies(inventory: Inventory, tallies: dict[str, SplitTally], path:
     ]
     axis.legend(hatches, labelled, title="split")
     figure.tight_layout()
+    chart_format = path.suffix.lower().removeprefix(".")
     try:
-        figure.savefig(path, dpi=100)
+        path.parent.mkdir(parents=True, exist_ok=True)  # check_plot_path found it creatable
+        # Through a temporary file: a failed write leaves a file replaced with --overwrite whole.
+        write_atomically(path, lambda handle: figure.savefig(handle, format=chart_format, dpi=100))
     except OSError as error:
         raise UserError(f"cannot write --plot {path} ({error.strerror or error})") from None
     finally:
         plt.close(figure)
 
 
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_plot_path(plot: Path, root: Path, overwrite: bool) -> None:
+    """Refuse, before the pass, a --plot that cannot be a chart file or would replace a file
+    without --overwrite, and always one inside the dataset: a chart there could replace an
+    image or a mask, or be taken for one."""
+    target = plot.resolve()
+    if _is_within(target, Path(root).resolve()):
+        raise UserError(
+            f"--plot {plot} is inside the dataset {root}: the chart could replace or join its "
+            "images and masks; write it outside ROOT"
+        )
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(
+            f"--plot {plot}: the chart is written as {', '.join(PLOT_SUFFIXES)}; give a file "
+            "name ending in one of them, e.g. classes.png"
+        )
+    check_new_file(plot, "--plot", overwrite=overwrite)
+
+
+def check_plot_outside_files(plot: Path, inventory: Inventory) -> None:
+    """Refuse a --plot in a folder that holds the dataset's files through a symlink (a city
+    folder linked in from elsewhere), which the check of ROOT alone cannot see."""
+    target = plot.resolve()
+    paths = [
+        path
+        for samples in inventory.splits.values()
+        for sample in samples
+        for path in (sample.image_path, sample.label_path)
+        if path is not None
+    ]
+    for folder in sorted({path.resolve().parent for path in paths}):
+        if _is_within(target, folder):
+            raise UserError(
+                f"--plot {plot} is inside {folder}, which holds files of the dataset "
+                f"{inventory.root}: write the chart outside the dataset's folders"
+            )
+
+
 # --------------------------------------------------------------------------- command line
 
 
-def check(root: Path, dataset: str | None, labels: str | None, plot: Path | None, workers: int):
+def check(
+    root: Path,
+    dataset: str | None,
+    labels: str | None,
+    plot: Path | None,
+    workers: int,
+    overwrite: bool = False,
+) -> int:
     """Run the check and print its report; returns the exit status (0 fine, 1 problems)."""
+    if plot is not None:
+        check_plot_path(plot, root, overwrite)
     inventory = discover(root, dataset, labels)
+    if plot is not None:
+        check_plot_outside_files(plot, inventory)
     results = run_pass(inventory, workers)
     tallies = tally(inventory, results)
     print(format_summary(inventory, tallies))
@@ -434,16 +379,29 @@ def check(root: Path, dataset: str | None, labels: str | None, plot: Path | None
         plot_frequencies(inventory, tallies, plot)
         print(f"class frequencies plotted in {plot}")
     unknown = unknown_lines(inventory, results)
-    if unknown:
+    if unknown and inventory.label_kind == "folder:rgb":
+        # The rgb format's rule: a colour that no class has is unlabelled (an export's
+        # background, once its class is left out of classes.yaml), so only a warning.
         total = sum(tally.unknown for tally in tallies.values())
-        what = "colours of no class" if inventory.label_kind == "folder:rgb" else "values"
         heading = (
-            f"warning: {total} pixels in {len(unknown)} masks hold {what} outside the classes; "
+            f"warning: {total} pixels in {len(unknown)} masks hold colours of no class; "
             "training ignores them. Per file"
         )
         print("\n".join(["", *_listing(heading, unknown)]))
+    else:
+        for line in unknown:
+            inventory.problem("outside", line)
+    turned = turned_lines(inventory, results)
+    if turned:
+        heading = (
+            f"warning: {len(turned)} images are turned by their EXIF orientation when read, as "
+            "viewers show them; check that their masks match them as shown, not as stored. "
+            "Per image"
+        )
+        print("\n".join(["", *_listing(heading, turned)]))
     if any(inventory.problems.values()):
-        print("\n" + format_problems(inventory.problems))
+        advice = {"outside": OUTSIDE_ADVICE.get(inventory.dataset, "")}
+        print("\n" + format_problems(inventory.problems, advice))
         return 1
     print("\nno problems found")
     return 0
@@ -466,7 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the label scheme to count classes in (Cityscapes: default classes; KITTI: road "
         "or lane, default road)",
     )
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of the classes")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help=f"bar chart of the classes ({', '.join(PLOT_SUFFIXES)}), outside ROOT",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="let --plot replace an existing file"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -484,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.workers < 0:
             raise UserError(f"--workers must be 0 or more, got {args.workers}")
-        status.append(check(args.root, args.dataset, args.labels, args.plot, args.workers))
+        status.append(
+            check(args.root, args.dataset, args.labels, args.plot, args.workers, args.overwrite)
+        )
 
     return run_guarded(run, debug=args.debug) or status[0]
 

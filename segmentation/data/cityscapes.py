@@ -26,6 +26,13 @@ def _layout_error(root: Path, problem: str) -> UserError:
     )
 
 
+def city_files(split_dir: Path, suffix: str) -> list[Path]:
+    """The files SPLIT_DIR/CITY/*SUFFIX, sorted; a city folder may be a symlink (glob's
+    single-level "*/" follows it). Training, evaluation and the dataset check all find the
+    images and labels through this one function."""
+    return sorted(Path(split_dir).glob(f"*/*{suffix}"))
+
+
 def find_images(root: Path, split: str) -> list[Path]:
     """All *_leftImg8bit.png files of one split folder (CITY/... below it), sorted by name."""
     split_dir = Path(root) / "leftImg8bit" / split
@@ -33,7 +40,7 @@ def find_images(root: Path, split: str) -> list[Path]:
         raise _layout_error(root, f"data root {root} does not exist")
     if not split_dir.is_dir():
         raise _layout_error(root, f"no folder {split_dir}")
-    images = sorted(split_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+    images = city_files(split_dir, IMAGE_SUFFIX)
     if not images:
         raise _layout_error(root, f"no *{IMAGE_SUFFIX} files in {split_dir}/CITY/")
     return images

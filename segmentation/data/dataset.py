@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from segmentation.data.headers import image_orientation, size_mismatch
 from segmentation.data.io import read_rgb
 from segmentation.data.labels import LabelScheme
 from segmentation.errors import UserError
@@ -100,9 +101,15 @@ class SegmentationDataset(Dataset):
 
 def _check_same_size(sample: Sample, stored: np.ndarray, image: np.ndarray) -> None:
     if stored.shape[:2] != image.shape[:2]:
+        # The image as read may be turned by its EXIF orientation: the message says so.
         raise UserError(
-            f"label {sample.label_path} is {stored.shape[1]}x{stored.shape[0]} but its image "
-            f"is {image.shape[1]}x{image.shape[0]}: the pair does not belong together"
+            size_mismatch(
+                sample.label_path,
+                (stored.shape[1], stored.shape[0]),
+                sample.image_path,
+                (image.shape[1], image.shape[0]),
+                image_orientation(sample.image_path),
+            )
         )
 
 

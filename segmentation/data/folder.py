@@ -14,6 +14,7 @@ class indices, IGNORE_INDEX elsewhere.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,17 +202,41 @@ class SplitScan:
         return self.masks_dir.is_dir()
 
 
+def walk_files(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted, hidden ones (.DS_Store, editors' temporaries, .git)
+    left out. Symlinked folders are followed, as symlinked files are: a city linked in from
+    another disk is part of the split (Path.rglob skips such folders). A link back to a folder
+    it lies in is not followed again, which would never end."""
+    found: list[Path] = []
+
+    def visit(directory: str, ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as error:
+            raise UserError(f"cannot read folder {directory} ({error.strerror or error})") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows a symlink, like is_file below
+                real = os.path.realpath(entry.path)
+                if real not in ancestors:
+                    visit(entry.path, ancestors | {real})
+            elif entry.is_file():
+                found.append(Path(entry.path))
+
+    visit(str(folder), frozenset({os.path.realpath(folder)}))
+    return sorted(found)
+
+
 def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Relative stem ("city/frame_0001") -> files of `folder` with these suffixes, sorted;
-    hidden files (.DS_Store, editors' temporaries) are left out."""
+    """Relative stem ("city/frame_0001") -> files of `folder` with these suffixes, sorted."""
     found: dict[str, list[Path]] = {}
     if not folder.is_dir():
         return found
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if path.suffix.lower() not in suffixes or any(p.startswith(".") for p in relative.parts):
-            continue
-        if path.is_file():
+    for path in walk_files(folder):
+        if path.suffix.lower() in suffixes:
+            relative = path.relative_to(folder)
             found.setdefault(relative.with_suffix("").as_posix(), []).append(path)
     return found
 

@@ -4,8 +4,15 @@ it (an hour in), and a lossy label would never stop it at all.
 
 Only the first bytes and the last twelve of each file are read: the PNG signature and IHDR
 chunk (size, bit depth, colour type) and the IEND chunk that ends every complete PNG, or a
-JPEG's SOF marker (its size). A file whose pixel data is damaged in the middle but whose size
-is intact still gets through; what an interrupted copy or a renamed file leaves is caught.
+JPEG's SOF marker (its size); and the EXIF orientation of either, found before the pixel data.
+A file whose pixel data is damaged in the middle but whose size is intact still gets through;
+what an interrupted copy or a renamed file leaves is caught.
+
+EXIF orientation: images are read as viewers and annotation tools show them, turned by their
+EXIF orientation (OpenCV's default); labels are read as stored. An image's size here is its
+size as read, so that a mask drawn on the image as shown pairs with it, and a mask of the
+stored pixels of a turned image is named as such instead of as a pair that does not belong
+together.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from segmentation.data.dataset import Sample
 from segmentation.data.io import JPEG_START, PNG_SIGNATURE, file_kind
 from segmentation.data.loading import progress_bar
 from segmentation.errors import UserError
+
+if TYPE_CHECKING:  # dataset.py names the EXIF orientation through size_mismatch below
+    from segmentation.data.dataset import Sample
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
 _PNG_START_BYTES = 26  # signature 8, IHDR length and type 8, width, height, depth, colour type
@@ -28,14 +37,14 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_NO_LENGTH = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a segment
 
 PNG_COLOR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
-# What each dataset's label reader takes (see io.read_label_ids, io.read_label_rgb, and
-# folder.py's readers for "folder:index" and "folder:rgb" masks; a palette PNG decodes to its
-# colours, which rgb masks can use and index masks cannot).
-_LABEL_COLOR_TYPES = {
-    "cityscapes": (0,),
-    "kitti": (2, 6),
-    "folder:index": (0,),
-    "folder:rgb": (2, 3, 6),
+# What each dataset's label reader takes: PNG colour type -> bit depths (see io.read_label_ids,
+# io.read_label_rgb, and folder.py's readers for "folder:index" and "folder:rgb" masks). A
+# palette PNG decodes to its colours, at any depth: rgb masks can use it, index masks cannot.
+_LABEL_FORMATS = {
+    "cityscapes": {0: (8,)},
+    "kitti": {2: (8,), 6: (8,)},
+    "folder:index": {0: (8,)},
+    "folder:rgb": {2: (8,), 3: (1, 2, 4, 8), 6: (8,)},
 }
 _LABEL_KINDS = {
     "cityscapes": (
@@ -53,15 +62,67 @@ _LABEL_KINDS = {
     ),
 }
 _REPLACE = "copy the original from the dataset, or remove the image and its label"
+_EXIF_ORIENTATION_TAG = 0x0112
+# What each EXIF orientation does to the stored pixels to show them (1: nothing).
+ORIENTATIONS = {
+    2: "mirrored left-right",
+    3: "turned 180 degrees",
+    4: "mirrored top-bottom",
+    5: "mirrored and turned 90 degrees",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored and turned 90 degrees",
+    8: "turned 90 degrees counter-clockwise",
+}
 
 
 @dataclass(frozen=True)
 class ImageHeader:
     format: str  # "PNG" or "JPEG"
-    width: int
+    width: int  # as stored
     height: int
     bit_depth: int
     color_type: int | None  # PNG only: see PNG_COLOR_TYPES
+    orientation: int = 1  # EXIF orientation, 1..8 (see ORIENTATIONS)
+
+    @property
+    def size_as_read(self) -> tuple[int, int]:
+        """(width, height) of the image as read, turned by its orientation (read_rgb)."""
+        turned = self.orientation in (5, 6, 7, 8)
+        return (self.height, self.width) if turned else (self.width, self.height)
+
+
+def exif_orientation(tiff: bytes) -> int:
+    """The orientation tag (1..8) of EXIF data (a TIFF header and its first IFD); 1 when
+    there is none or it is unreadable, as OpenCV then shows the pixels as stored."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    (offset,) = struct.unpack(order + "I", tiff[4:8])
+    if offset + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+    for entry in range(offset + 2, min(offset + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind = struct.unpack(order + "HH", tiff[entry : entry + 4])
+        if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # 3: SHORT
+            (value,) = struct.unpack(order + "H", tiff[entry + 8 : entry + 10])
+            return value if value in ORIENTATIONS else 1
+    return 1
+
+
+def _png_orientation(handle: BinaryIO) -> int:
+    """The orientation in an eXIf chunk between IHDR and the pixel data, seeking over the
+    other chunks (a few reads)."""
+    handle.seek(len(PNG_SIGNATURE) + 25)  # IHDR: length, type, 13 bytes, CRC
+    while True:
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            return 1
+        length, kind = struct.unpack(">I4s", chunk)
+        if kind in (b"IDAT", b"IEND"):
+            return 1
+        if kind == b"eXIf":
+            return exif_orientation(handle.read(length))
+        handle.seek(length + 4, 1)
 
 
 def _png_header(path: Path, start: bytes, handle: BinaryIO) -> ImageHeader:
@@ -74,12 +135,14 @@ def _png_header(path: Path, start: bytes, handle: BinaryIO) -> ImageHeader:
     handle.seek(max(0, size - len(_PNG_END)))
     if handle.read() != _PNG_END:
         raise UserError(f"{path} is truncated (it does not end with a PNG IEND chunk): {_REPLACE}")
-    return ImageHeader("PNG", width, height, start[24], start[25])
+    return ImageHeader("PNG", width, height, start[24], start[25], _png_orientation(handle))
 
 
 def _jpeg_header(path: Path, handle: BinaryIO) -> ImageHeader:
-    """Walk the JPEG segments to the first start-of-frame marker, seeking over the others."""
+    """Walk the JPEG segments to the first start-of-frame marker, seeking over the others
+    but an APP1 segment of EXIF data (its orientation)."""
     handle.seek(2)
+    orientation = 1
     while True:
         marker = handle.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
@@ -100,7 +163,12 @@ def _jpeg_header(path: Path, handle: BinaryIO) -> ImageHeader:
             if len(frame) < 5:
                 raise UserError(f"{path} is a truncated JPEG: {_REPLACE}")
             depth, height, width = struct.unpack(">BHH", frame)
-            return ImageHeader("JPEG", width, height, depth, None)
+            return ImageHeader("JPEG", width, height, depth, None, orientation)
+        if kind == 0xE1:  # APP1: EXIF data follows "Exif\0\0"
+            segment = handle.read(length - 2)
+            if segment.startswith(b"Exif\x00\x00"):
+                orientation = exif_orientation(segment[6:])
+            continue
         handle.seek(length - 2, 1)
 
 
@@ -131,35 +199,91 @@ def _label_problem(path: Path, label: ImageHeader, dataset: str) -> tuple[str, s
             f"label {path} is not a PNG (it is a {label.format}): lossy compression changes "
             "label values, use the dataset's original label PNG"
         )
-    if label.color_type not in _LABEL_COLOR_TYPES[dataset] or label.bit_depth != 8:
-        found = f"{PNG_COLOR_TYPES.get(label.color_type, 'unknown')}, {label.bit_depth}-bit"
+    depths = _LABEL_FORMATS[dataset].get(label.color_type)
+    kind = PNG_COLOR_TYPES.get(label.color_type, "unknown")
+    if depths is None:
+        found = f"{kind}, {label.bit_depth}-bit"
         return "format", f"label {path} is not {expected} (found {found}): {advice}"
+    if label.bit_depth not in depths:
+        # The right kind of PNG at another depth: re-saving it is all it takes.
+        return "format", (
+            f"label {path} is a {label.bit_depth}-bit {kind} PNG, not {expected}: re-save it "
+            "as 8-bit"
+        )
     return None
 
 
-def pair_problem(sample: Sample, dataset: str) -> tuple[str, str] | None:
-    """What is wrong with a sample's files, from their headers, or None: (kind, message),
-    kind "unreadable" (missing, empty, truncated, not an image), "not_png" (a label in another
-    format), "format" (a label of the wrong pixel format) or "size" (label and image differ).
+def size_mismatch(
+    label_path: Path,
+    label_size: tuple[int, int],
+    image_path: Path,
+    image_size: tuple[int, int],
+    orientation: int = 1,
+) -> str:
+    """The message for a label whose (width, height) is not its image's as read; an image
+    turned by its EXIF orientation says so, and when the label has the stored pixels' size,
+    what to do about it."""
+    (label_width, label_height), (width, height) = label_size, image_size
+    image = f"{image_path} is {width}x{height}"
+    if orientation != 1:
+        image += f" as read ({ORIENTATIONS[orientation]} by its EXIF orientation {orientation})"
+    if orientation in (5, 6, 7, 8) and label_size == (height, width):
+        advice = (
+            "a mask must match its image as viewers show it: turn the mask likewise, or, if it "
+            "was drawn on the stored pixels, remove the image's orientation tag "
+            "(exiftool -Orientation= FILE)"
+        )
+    else:
+        advice = f"the pair does not belong together; {_REPLACE}"
+    return f"label {label_path} is {label_width}x{label_height} but its image {image}: {advice}"
+
+
+def image_orientation(path: Path) -> int:
+    """The EXIF orientation of an image file (1 when it has none or is not a PNG or JPEG)."""
+    try:
+        return read_header(path).orientation
+    except UserError:
+        return 1
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    """What the headers of a sample's files say: a problem (kind, message) or None, the
+    image's EXIF orientation (1: none), and whether the image is turned but a mask of its
+    stored pixels would have its size as read too (turned 180 degrees, or square), so that
+    the sizes cannot tell which of the two the mask follows."""
+
+    problem: tuple[str, str] | None
+    orientation: int = 1
+    turn_unverified: bool = False
+
+
+def check_pair(sample: Sample, dataset: str) -> PairCheck:
+    """What is wrong with a sample's files, from their headers: kind "unreadable" (missing,
+    empty, truncated, not an image), "not_png" (a label in another format), "format" (a label
+    of the wrong pixel format) or "size" (the label is not its image's size as read).
     `dataset`: the labels' kind, "cityscapes", "kitti", "folder:index" or "folder:rgb"."""
     try:
         image = read_header(sample.image_path)
         if sample.label_path is None:
-            return None
+            return PairCheck(None, image.orientation)
         label = read_header(sample.label_path)
     except UserError as error:
-        return "unreadable", str(error)
+        return PairCheck(("unreadable", str(error)))
     problem = _label_problem(sample.label_path, label, dataset)
-    if problem is None and (label.width, label.height) != (image.width, image.height):
-        problem = (
-            "size",
-            (
-                f"label {sample.label_path} is {label.width}x{label.height} but its image "
-                f"{sample.image_path} is {image.width}x{image.height}: the pair does not belong "
-                f"together; {_REPLACE}"
-            ),
+    label_size = (label.width, label.height)  # labels are read as stored
+    if problem is None and label_size != image.size_as_read:
+        message = size_mismatch(
+            sample.label_path, label_size, sample.image_path, image.size_as_read, image.orientation
         )
-    return problem
+        problem = ("size", message)
+    unverified = image.orientation != 1 and (image.width, image.height) == image.size_as_read
+    return PairCheck(problem, image.orientation, problem is None and unverified)
+
+
+def pair_problem(sample: Sample, dataset: str) -> tuple[str, str] | None:
+    """check_pair's problem alone: (kind, message), or None."""
+    return check_pair(sample, dataset).problem
 
 
 def check_headers(samples: Sequence[Sample], dataset: str) -> None:

@@ -41,7 +41,8 @@ def _read(path: Path, flags: int) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB."""
+    """An image file -> (H, W, 3) uint8 RGB, turned by its EXIF orientation as viewers and
+    annotation tools show it (OpenCV's default)."""
     bgr = _read(path, cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -93,8 +94,10 @@ def read_label_ids(path: Path) -> np.ndarray:
 
 
 def read_label_rgb(path: Path) -> np.ndarray:
-    """A colour label PNG (e.g. KITTI gt_image_2) -> (H, W, 3) uint8 RGB."""
-    return cv2.cvtColor(read_png(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    """A colour label PNG (e.g. KITTI gt_image_2) -> (H, W, 3) uint8 RGB, as stored: labels
+    are never turned by an EXIF orientation (images are, see headers.py)."""
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.cvtColor(read_png(path, flags), cv2.COLOR_BGR2RGB)
 
 
 def encode_png(array: np.ndarray) -> bytes:
