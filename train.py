@@ -16,8 +16,6 @@ import os
 import shlex
 from pathlib import Path
 
-import yaml
-
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.config import (
     Config,
@@ -27,6 +25,7 @@ from segmentation.config import (
     load_config,
 )
 from segmentation.errors import UserError
+from segmentation.yaml_io import parse_yaml
 
 logger = logging.getLogger("segmentation")
 
@@ -119,12 +118,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set needs KEY=VALUE, got '{item}'")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(
-                f"--set {key.strip()}: the value {value!r} is not valid YAML: put it in quotes"
-            ) from None
+        overrides[key.strip()] = parse_yaml(
+            value, f"--set {key.strip()}: the value {value!r}", fix="put it in quotes"
+        )
     return overrides
 
 

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from segmentation.errors import UserError
+from segmentation.yaml_io import read_yaml
 
 Dataset = Literal["cityscapes", "kitti", "folder"]
 MaskFormat = Literal["index", "rgb"]
@@ -558,30 +559,12 @@ def classes_from_dict(values: Any, source: str) -> FolderClasses:
         raise UserError(f"{source}: {' '.join(_classes_line(error, values).split())}") from None
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist: see configs/ for examples")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UserError(
-            f"config file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
-        ) from None
-    except OSError as error:
-        raise UserError(f"cannot read config file {path}: {error.strerror}") from None
-
-
 def load_config(path: str | Path) -> Config:
     """The Config of a YAML file; any problem with the file or its values raises UserError."""
     path = Path(path)
-    text = _read_text(path)
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: see configs/ for examples")
+    values = read_yaml(path, f"config file {path}")
     if values is not None and not isinstance(values, dict):
         raise UserError(
             f"config file {path} must hold a mapping of sections, e.g. 'data:', "
