@@ -586,13 +586,45 @@ def _set_dotted(values: dict, dotted: str, value: Any) -> None:
                 f"not keys; set it as {above}=VALUE"
             )
         section = child
-    section[last] = value
+    current = section.get(last)
+    if isinstance(value, dict) and isinstance(current, dict):
+        section[last] = _merged(current, value)
+    else:
+        section[last] = value
+
+
+def _merged(current: dict, update: dict) -> dict:
+    """`current` with the keys of `update` set, mappings merged key by key: `data={root: X}`
+    changes data.root and keeps the other data keys, as `data.root=X` does."""
+    merged = dict(current)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _sets(overrides: dict[str, Any], dotted: str) -> bool:
+    """Whether `overrides` set the key `dotted`, by its name or inside a mapping above it."""
+    for key, value in overrides.items():
+        if key == dotted:
+            return True
+        if dotted.startswith(key + "."):
+            for part in dotted[len(key) + 1 :].split("."):
+                if not isinstance(value, dict) or part not in value:
+                    break
+                value = value[part]
+            else:
+                return True
+    return False
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A new Config with dotted keys ("train.epochs": 4) set; a None value sets null."""
+    """A new Config with dotted keys ("train.epochs": 4) set; a None value sets null. A
+    mapping merges into the mapping it replaces (set a key to null to reset it)."""
     values = config_to_dict(config)
-    if "loss.name" in overrides and "model.head" not in overrides:
+    if _sets(overrides, "loss.name") and not _sets(overrides, "model.head"):
         # The head is the loss's (any other is refused): a new loss brings its own.
         values["model"]["head"] = None
     for dotted, value in overrides.items():

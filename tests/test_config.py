@@ -360,3 +360,49 @@ def test_merge_keys_still_override_what_they_bring(tmp_path):
     config = load_config(path)
     assert config.loss.options == {"bce_weight": 0.7}
     assert config.data.augment.color == 0.1
+
+
+# --------------------------------------------------------------------------- --set mappings
+
+
+def test_a_mapping_given_to_set_merges_into_its_section(tmp_path):
+    config_path = write_config(
+        tmp_path,
+        tiny_config(tmp_path / "run", data={"dataset": "kitti", "labels": "road"}),
+    )
+    config = resolve("--config", config_path, "--set", "data={root: /elsewhere, workers: 2}")
+    assert (config.data.root, config.data.workers) == ("/elsewhere", 2)
+    # What the file set and the mapping did not name stays: no fall back to Cityscapes.
+    assert config.data.dataset == "kitti" and config.data.labels == ["road"]
+    assert config.data.image_size == (32, 64)
+
+
+def test_a_nested_mapping_merges_key_by_key(tmp_path):
+    config_path = write_config(
+        tmp_path,
+        tiny_config(
+            tmp_path / "run",
+            data={"augment": {"hflip": 0.0, "color": 0.2}},
+            model={"options": {"dropout": 0.1}},
+        ),
+    )
+    config = resolve(
+        "--config",
+        config_path,
+        "--set",
+        "data={augment: {color: 0.7}}",
+        "--set",
+        "model.options={pyramid_channels: 64}",
+    )
+    assert (config.data.augment.hflip, config.data.augment.color) == (0.0, 0.7)
+    assert config.model.options == {"dropout": 0.1, "pyramid_channels": 64}
+    assert resolve("--config", config_path, "--set", "model.options=null").model.options == {}
+
+
+def test_a_loss_named_in_a_mapping_brings_its_head(tmp_path):
+    config_path = write_config(tmp_path, tiny_config(tmp_path / "run"))
+    assert resolve("--config", config_path, "--set", "loss={name: ce}").model.head == "softmax"
+    kept = resolve(
+        "--config", config_path, "--set", "loss={name: ce}", "--set", "model={head: null}"
+    )
+    assert kept.model.head == "softmax"
