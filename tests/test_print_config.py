@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import Field
 
 import train
 from segmentation import config_doc
@@ -54,10 +55,9 @@ def test_every_key_is_in_the_reference_with_a_one_line_help():
 
 def test_a_key_without_help_is_named_with_the_fix():
     class Section(_Section):
-        documented: int = 1
+        documented: int = Field(1, description="has one")
         bare: int = 2
 
-    Section.model_fields["documented"].description = "has one"
     with pytest.raises(ValueError, match=r"extra\.bare has no help: give it Field"):
         config_doc._sections(Section, "extra.", None)
 
