@@ -3,6 +3,7 @@
     python train.py --config configs/demo.yaml
     python train.py --config configs/cityscapes_fpn_categories.yaml --data-root /data/cityscapes
     python train.py --resume runs/demo/last.pt --epochs 20
+    python train.py --print-config --config configs/demo.yaml    (every key, its value, its help)
     torchrun --nproc_per_node=4 train.py --config configs/cityscapes_fpn_classes.yaml
 
 Flags override the config file; `--set section.key=value` overrides any other key.
@@ -16,8 +17,6 @@ import os
 import shlex
 from pathlib import Path
 
-import yaml
-
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.config import (
     Config,
@@ -26,7 +25,9 @@ from segmentation.config import (
     config_from_dict,
     load_config,
 )
+from segmentation.config_doc import reference_text
 from segmentation.errors import UserError
+from segmentation.yaml_io import parse_yaml
 
 logger = logging.getLogger("segmentation")
 
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="start a new run from a checkpoint's weights only (e.g. 256x512 then 512x1024)",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every config key (type, allowed values, default, meaning) with the value "
+        "this run would use (from --config or --resume, then the flags), and exit",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -119,17 +126,20 @@ def _overrides(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set needs KEY=VALUE, got '{item}'")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(
-                f"--set {key.strip()}: the value {value!r} is not valid YAML: put it in quotes"
-            ) from None
+        overrides[key.strip()] = parse_yaml(
+            value, f"--set {key.strip()}: the value {value!r}", fix="put it in quotes"
+        )
     return overrides
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """The run's config: the file (or the resumed checkpoint's), then the flags on top."""
+    config = _resolved_config(args)
+    check_amp_device(config)
+    return config
+
+
+def _resolved_config(args: argparse.Namespace) -> Config:
     from segmentation.checkpoint import USE_ENTRIES, load_checkpoint
 
     if args.resume:
@@ -150,9 +160,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
         config = load_config(args.config)
     else:
         raise UserError("give --config FILE (see configs/), or --resume CKPT to continue a run")
-    config = apply_overrides(config, _overrides(args))
-    check_amp_device(config)
-    return config
+    return apply_overrides(config, _overrides(args))
+
+
+def _config_to_print(args: argparse.Namespace) -> Config | None:
+    """--print-config's values: the resolved config, the defaults with the flags given, or
+    None (the defaults alone). Not checked against this machine: the run may be elsewhere."""
+    if args.config or args.resume:
+        return _resolved_config(args)
+    overrides = _overrides(args)
+    return apply_overrides(config_from_dict({}), overrides) if overrides else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def run() -> None:
+        if args.print_config:
+            print(reference_text(_config_to_print(args)))
+            return
         config = resolve_config(args)
         from segmentation.engine.loop import train  # slow to import: after config checks
 

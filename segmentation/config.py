@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -30,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from segmentation.errors import UserError
+from segmentation.yaml_io import read_yaml
 
 Dataset = Literal["cityscapes", "kitti", "folder"]
 MaskFormat = Literal["index", "rgb"]
@@ -197,14 +199,69 @@ class _Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- sections
+# Every key has a one-line `Field(description=...)`: `train.py --print-config` and
+# docs/config.md (python -m segmentation.config_doc > docs/config.md) are made from them, with
+# the allowed values read from the key's type and range. Where a validator decides what is
+# allowed, `json_schema_extra=allowed("...")` says it in words.
+
+
+def allowed(text: str) -> dict[str, str]:
+    """The values a key takes, in words, where its type and range do not say it."""
+    return {"allowed": text}
+
+
+def allowed_from(describe: Callable[[], str]) -> Callable[[dict], None]:
+    """As `allowed`, for names kept in another module (encoders, losses), which imports torch:
+    `describe` runs only when the reference is made."""
+
+    def add(schema: dict) -> None:
+        schema["allowed"] = describe()
+
+    return add
+
+
+def _backbone_names() -> str:
+    from segmentation.models.encoders import ENCODER_ALIASES, ENCODERS
+
+    aliases = {name: alias for alias, name in ENCODER_ALIASES.items()}
+    return ", ".join(f"{name} ({aliases[name]})" if name in aliases else name for name in ENCODERS)
+
+
+def _options_text(options_of: dict[str, dict[str, object]]) -> str:
+    def shown(value: object) -> str:  # as YAML spells it: false, not False
+        return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+    return "; ".join(
+        f"{owner}: " + ", ".join(f"{name}={shown(value)}" for name, value in options.items())
+        for owner, options in options_of.items()
+    )
+
+
+def _model_options() -> str:
+    from segmentation.models.build import ARCHITECTURES, architecture_options
+
+    return _options_text({arch: architecture_options(arch) for arch in ARCHITECTURES})
+
+
+def _loss_options() -> str:
+    from segmentation.losses import LOSSES, loss_options
+
+    return _options_text({name: loss_options(name) for name in LOSSES})
 
 
 class AugmentConfig(_Section):
-    # Area of the random crop, before resizing, as a share of the image: [min, max].
-    crop_scale: Annotated[tuple[Float, Float], AfterValidator(_scale_range)] = (0.81, 1.0)
-    hflip: Probability = 0.5
-    color: Probability = 0.5  # probability of one of brightness/contrast or gamma
-    weather: bool = False  # fog, rain, snow, sun flare or shadow
+    """Random changes to the training images (validation images are only resized)."""
+
+    crop_scale: Annotated[tuple[Float, Float], AfterValidator(_scale_range)] = Field(
+        (0.81, 1.0),
+        description="area of the random crop, before resizing, as a share of the image",
+        json_schema_extra=allowed("[min, max] with 0 < min <= max <= 1"),
+    )
+    hflip: Probability = Field(0.5, description="probability of a horizontal flip")
+    color: Probability = Field(
+        0.5, description="probability of one brightness/contrast or gamma change"
+    )
+    weather: bool = Field(False, description="add fog, rain, snow, sun flare or shadow")
 
 
 class ClassEntry(_Section):
@@ -258,26 +315,55 @@ class FolderClasses(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Annotated[Dataset, Choice] = "cityscapes"
-    root: Text = "data/cityscapes"
-    # A scheme name, or label names; "road,car" stays one string, which get_scheme splits.
-    # Unset: categories; the folder dataset: all (its classes file is its scheme).
-    labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] | None = None
-    # Folder dataset: ROOT/classes.yaml, copied here when a run starts so that its config and
-    # checkpoints carry the classes (evaluation and inference need no dataset root).
-    classes: FolderClasses | None = None
-    image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = (256, 512)
-    train_split: Text = "train"
-    val_split: Text = "val"
-    # the original project: [ulm, bremen, aachen]
-    holdout_cities: Annotated[list[Text], BeforeValidator(_comma_list)] = Field(
-        default_factory=list
+    """What to train and validate on, and how its images are read."""
+
+    dataset: Annotated[Dataset, Choice] = Field(
+        "cityscapes", description="layout of the dataset under data.root"
     )
-    coarse: bool = False  # add train_extra with gtCoarse labels to training (Cityscapes)
-    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1  # KITTI: held out per category
-    skip_missing_labels: bool = False
-    workers: Count = 4
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    root: Text = Field("data/cityscapes", description="dataset root folder (--data-root)")
+    # "road,car" stays one string, which get_scheme splits.
+    labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] | None = Field(
+        None,
+        description="label scheme: a scheme name or label names (--labels); null: categories, "
+        "the folder dataset: all",
+        json_schema_extra=allowed(
+            "Cityscapes: categories, classes, official, or label names (road,car); KITTI: road, "
+            "lane; folder: all"
+        ),
+    )
+    # Copied when a run starts so that its config and checkpoints carry the classes
+    # (evaluation and inference need no dataset root).
+    classes: FolderClasses | None = Field(
+        None,
+        description="folder dataset: its ROOT/classes.yaml, filled in when a run starts",
+        json_schema_extra=allowed("null (a run fills it in; a resumed run checks it)"),
+    )
+    image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = Field(
+        (256, 512),
+        description="size (height, width) of the training crops after resizing (--image-size)",
+        json_schema_extra=allowed("HEIGHTxWIDTH (e.g. 256x512) or [height, width], each >= 1"),
+    )
+    train_split: Text = Field("train", description="split folder to train on")
+    val_split: Text = Field("val", description="split folder to validate on")
+    holdout_cities: Annotated[list[Text], BeforeValidator(_comma_list)] = Field(
+        default_factory=list,
+        description="Cityscapes: validate on these cities of train_split, left out of "
+        "training, instead of on val_split (the original project: [ulm, bremen, aachen])",
+        json_schema_extra=allowed("city names: a list, or one string ulm,bremen"),
+    )
+    coarse: bool = Field(
+        False, description="Cityscapes: also train on train_extra with its gtCoarse labels"
+    )
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = Field(
+        0.1, description="KITTI: share of each category's training images held out to validate"
+    )
+    skip_missing_labels: bool = Field(
+        False, description="leave out images without a mask (with a warning) instead of refusing"
+    )
+    workers: Count = Field(4, description="DataLoader workers per process (--workers)")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="random changes to the training images"
+    )
 
     @model_validator(mode="after")
     def _labels_of_dataset(self) -> DataConfig:
@@ -299,44 +385,92 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Annotated[Arch, Choice] = "fpn"
-    backbone: Text = "resnext50"
-    # imagenet | a local state_dict file | null
-    pretrained: Annotated[Text | None, BeforeValidator(_pretrained_word)] = "imagenet"
-    # The architecture's keyword options (e.g. num_filters, dropout), checked against it.
-    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
-        default_factory=dict
+    """The network: architecture, encoder and output head."""
+
+    arch: Annotated[Arch, Choice] = Field("fpn", description="decoder architecture (--model)")
+    backbone: Text = Field(
+        "resnext50",
+        description="encoder, a torchvision ResNet or ResNeXt (--backbone)",
+        json_schema_extra=allowed_from(_backbone_names),
     )
-    # sigmoid (one channel per class, one for a binary scheme) | softmax; null: the loss's own
-    # (bce_dice: sigmoid, ce: softmax). Saved resolved, so a checkpoint says how to read its logits.
-    head: Head | None = None
-    channels_last: bool = True
-    sync_batchnorm: bool = False  # under DDP
+    pretrained: Annotated[Text | None, BeforeValidator(_pretrained_word)] = Field(
+        "imagenet",
+        description="encoder weights: imagenet (torchvision's), a local state_dict file, or "
+        "null (random)",
+        json_schema_extra=allowed("imagenet, a path to a state_dict file, null"),
+    )
+    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict,
+        description="the architecture's keyword options; left out: their defaults",
+        json_schema_extra=allowed_from(_model_options),
+    )
+    head: Head | None = Field(
+        None,
+        description="sigmoid (one channel per class, one for a binary scheme) or softmax; null: "
+        "the loss's (bce_dice: sigmoid, ce: softmax), saved resolved",
+    )
+    channels_last: bool = Field(
+        True, description="channels-last memory layout (faster convolutions on recent GPUs)"
+    )
+    sync_batchnorm: bool = Field(
+        False, description="under DDP: batch norm statistics over all processes"
+    )
 
 
 class LossConfig(_Section):
-    name: Annotated[LossName, Choice] = "bce_dice"
-    # The loss's keyword options (e.g. bce_weight, dice_form), checked against it.
-    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
-        default_factory=dict
+    """The training loss."""
+
+    name: Annotated[LossName, Choice] = Field(
+        "bce_dice",
+        description="bce_dice: BCE + log-Dice on sigmoids (the original project's); ce: "
+        "softmax cross-entropy",
     )
-    # null | auto | one weight per class
+    options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict,
+        description="the loss's keyword options; left out: their defaults",
+        json_schema_extra=allowed_from(_loss_options),
+    )
     class_weights: Annotated[
         str | list[float] | None, PlainValidator(_class_weights), PlainSerializer(lambda v: v)
-    ] = None
+    ] = Field(
+        None,
+        description="per-class loss weights: null (equal), auto (from the training labels' "
+        "pixel counts) or one per class",
+        json_schema_extra=allowed("null, auto, or one finite weight >= 0 per class, not all 0"),
+    )
 
 
 class OptimConfig(_Section):
-    optimizer: Annotated[Optimizer, Choice] = "adam"
-    lr: Annotated[Float, Field(gt=0)] = 1e-3
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
-    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9  # sgd only
-    scheduler: Annotated[Scheduler, BeforeValidator(_no_schedule)] = "plateau"
-    warmup_iters: Count = 0
-    plateau_patience: Count = 3
-    plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.1
-    poly_power: Annotated[Float, Field(gt=0)] = 0.9
-    min_lr: Annotated[Float, Field(ge=0)] = 0.0
+    """The optimizer and the learning-rate schedule."""
+
+    optimizer: Annotated[Optimizer, Choice] = Field("adam", description="optimizer")
+    lr: Annotated[Float, Field(gt=0)] = Field(
+        1e-3, description="learning rate the schedule starts from, after any warmup (--lr)"
+    )
+    weight_decay: Annotated[Float, Field(ge=0)] = Field(
+        0.0, description="weight decay (adamw: decoupled from the gradient)"
+    )
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = Field(0.9, description="sgd only: momentum")
+    scheduler: Annotated[Scheduler, BeforeValidator(_no_schedule)] = Field(
+        "plateau",
+        description="plateau: divide the rate when the validation loss stalls; poly, cosine: "
+        "decay it every step to min_lr; none (or off): keep it",
+    )
+    warmup_iters: Count = Field(
+        0, description="poly, cosine, none: optimizer steps of linear warmup to lr"
+    )
+    plateau_patience: Count = Field(
+        3, description="plateau: epochs without a better validation loss before the rate drops"
+    )
+    plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = Field(
+        0.1, description="plateau: what the rate is multiplied by when it drops"
+    )
+    poly_power: Annotated[Float, Field(gt=0)] = Field(
+        0.9, description="poly: the exponent of (1 - progress)"
+    )
+    min_lr: Annotated[Float, Field(ge=0)] = Field(
+        0.0, description="lowest rate the schedule reaches (at most lr)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OptimConfig:
@@ -354,31 +488,62 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: Positive = 40
-    batch_size: Positive = 6
-    accumulate: Positive = 1  # gradient accumulation steps per optimizer step
-    grad_clip: Annotated[Float, Field(gt=0)] | None = None  # max gradient norm; null: none
-    freeze_encoder_iters: Count = 0
-    # auto: bf16 where the device computes it natively (Ampere+ GPUs, CPUs with AMX or
-    # AVX512-BF16), else off; a run's checkpoints record what auto chose.
-    amp: Annotated[AmpMode, Choice] = "off"
-    compile: bool = False  # torch.compile the model for training
-    device: Annotated[str, AfterValidator(_device)] = "auto"  # auto | cpu | cuda | cuda:N
-    seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
-    key_metric: Annotated[KeyMetric, Choice] = "mIoU"  # what best.pt maximizes
-    log_images: Count = 4  # validation images in the TensorBoard panel
-    log_every: Positive = 20  # optimizer steps between training scalars (loss, lr, images/s)
-    skip_nonfinite: Count = 0  # batches with a NaN/inf loss to skip before stopping
-    cudnn_benchmark: bool = True
+    """The training loop: length, batches, precision, device, logging."""
+
+    epochs: Positive = Field(40, description="passes over the training set (--epochs)")
+    batch_size: Positive = Field(
+        6, description="images per micro-batch in each process (--batch-size)"
+    )
+    accumulate: Positive = Field(
+        1, description="micro-batches per optimizer step (gradient accumulation)"
+    )
+    grad_clip: Annotated[Float, Field(gt=0)] | None = Field(
+        None, description="largest gradient norm (clipped above it); null: no clipping"
+    )
+    freeze_encoder_iters: Count = Field(
+        0, description="first optimizer steps with the encoder frozen: only the decoder learns"
+    )
+    amp: Annotated[AmpMode, Choice] = Field(
+        "off",
+        description="mixed precision (--amp); auto: bf16 where the device computes it natively "
+        "(Ampere+ GPUs, CPUs with AMX or AVX512-BF16), else off; checkpoints record the choice",
+    )
+    compile: bool = Field(False, description="torch.compile the model for training (--compile)")
+    device: Annotated[str, AfterValidator(_device)] = Field(
+        "auto",
+        description="where to train (--device); auto: the GPU when CUDA works, else the CPU",
+        json_schema_extra=allowed("auto, cpu, cuda, cuda:N"),
+    )
+    seed: Annotated[Int, Field(ge=0, lt=2**32)] = Field(0, description="random seed (--seed)")
+    key_metric: Annotated[KeyMetric, Choice] = Field(
+        "mIoU", description="validation metric that best.pt maximizes"
+    )
+    log_images: Count = Field(4, description="validation images in the TensorBoard panel")
+    log_every: Positive = Field(
+        20, description="optimizer steps between training scalars (loss, lr, images/s)"
+    )
+    skip_nonfinite: Count = Field(
+        0, description="batches with a NaN/inf loss to skip before the run stops"
+    )
+    cudnn_benchmark: bool = Field(
+        True, description="let cuDNN time and pick the fastest convolutions"
+    )
 
 
 class Config(_Section):
-    output_dir: Text = "runs/run"
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    """A whole run: the sections, and where the run writes."""
+
+    output_dir: Text = Field(
+        "runs/run",
+        description="run folder for checkpoints, logs and config.yaml; must be new (--output-dir)",
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="what to train on")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
+    loss: LossConfig = Field(default_factory=LossConfig, description="the training loss")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="optimizer and learning-rate schedule"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
 
     @model_validator(mode="after")
     def _across_sections(self) -> Config:
@@ -570,30 +735,12 @@ def classes_from_dict(values: Any, source: str) -> FolderClasses:
         raise UserError(f"{source}: {' '.join(_classes_line(error, values).split())}") from None
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist: see configs/ for examples")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UserError(
-            f"config file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
-        ) from None
-    except OSError as error:
-        raise UserError(f"cannot read config file {path}: {error.strerror}") from None
-
-
 def load_config(path: str | Path) -> Config:
     """The Config of a YAML file; any problem with the file or its values raises UserError."""
     path = Path(path)
-    text = _read_text(path)
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: see configs/ for examples")
+    values = read_yaml(path, f"config file {path}")
     if values is not None and not isinstance(values, dict):
         raise UserError(
             f"config file {path} must hold a mapping of sections, e.g. 'data:', "
@@ -615,13 +762,45 @@ def _set_dotted(values: dict, dotted: str, value: Any) -> None:
                 f"not keys; set it as {above}=VALUE"
             )
         section = child
-    section[last] = value
+    current = section.get(last)
+    if isinstance(value, dict) and isinstance(current, dict):
+        section[last] = _merged(current, value)
+    else:
+        section[last] = value
+
+
+def _merged(current: dict, update: dict) -> dict:
+    """`current` with the keys of `update` set, mappings merged key by key: `data={root: X}`
+    changes data.root and keeps the other data keys, as `data.root=X` does."""
+    merged = dict(current)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _sets(overrides: dict[str, Any], dotted: str) -> bool:
+    """Whether `overrides` set the key `dotted`, by its name or inside a mapping above it."""
+    for key, value in overrides.items():
+        if key == dotted:
+            return True
+        if dotted.startswith(key + "."):
+            for part in dotted[len(key) + 1 :].split("."):
+                if not isinstance(value, dict) or part not in value:
+                    break
+                value = value[part]
+            else:
+                return True
+    return False
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A new Config with dotted keys ("train.epochs": 4) set; a None value sets null."""
+    """A new Config with dotted keys ("train.epochs": 4) set; a None value sets null. A
+    mapping merges into the mapping it replaces (set a key to null to reset it)."""
     values = config_to_dict(config)
-    if "loss.name" in overrides and "model.head" not in overrides:
+    if _sets(overrides, "loss.name") and not _sets(overrides, "model.head"):
         # The head is the loss's (any other is refused): a new loss brings its own.
         values["model"]["head"] = None
     for dotted, value in overrides.items():

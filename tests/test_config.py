@@ -292,3 +292,117 @@ def test_sections_are_built_and_copied_the_pydantic_way():
     moved = data.model_copy(update={"root": "elsewhere"})
     assert (moved.root, moved.image_size, data.root) == ("elsewhere", (32, 64), "somewhere")
     assert config_from_dict({}).optim.model_dump()["lr"] == 0.001
+
+
+# --------------------------------------------------------------------------- YAML keys
+
+
+def test_a_key_twice_in_a_config_file_is_refused_naming_it_and_its_lines(tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        f"output_dir: {tmp_path / 'run'}\n"  # line 1
+        "optim:\n"  # 2
+        "  lr: 0.01\n"  # 3
+        "  optimizer: sgd\n"  # 4
+        "  lr: 0.0001\n"  # 5
+    )
+    line = refused(capsys, "--config", path)
+    assert "twice.yaml" in line and "'lr'" in line and "lines 3 and 5" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_section_twice_is_refused_too(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  epochs: 2\ndata:\n  workers: 0\ntrain:\n  batch_size: 2\n")
+    with pytest.raises(UserError, match=r"key 'train' on lines 1 and 5"):
+        load_config(path)
+
+
+def test_yes_and_true_are_one_key(tmp_path):
+    # YAML 1.1 reads both as the boolean true: the second would replace the first.
+    path = tmp_path / "twice.yaml"
+    path.write_text("model:\n  options: {yes: 1, true: 2}\n")
+    with pytest.raises(UserError, match=r"key 'true' twice on line 2"):
+        load_config(path)
+
+
+def test_a_key_twice_in_classes_yaml_is_refused_naming_it_and_its_line(tmp_path):
+    from segmentation.data.folder import read_classes
+
+    (tmp_path / "classes.yaml").write_text(
+        "mask_format: rgb\n"  # line 1
+        "classes:\n"  # 2
+        "  - name: road\n"  # 3
+        "    color: [128, 64, 128]\n"  # 4
+        "    name: lane\n"  # 5
+    )
+    with pytest.raises(UserError) as error:
+        read_classes(tmp_path)
+    message = str(error.value)
+    assert "classes.yaml" in message and "'name'" in message and "lines 3 and 5" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_key_twice_in_a_set_value_is_refused(tmp_path, capsys):
+    config_path = write_config(tmp_path, tiny_config(tmp_path / "run"))
+    line = refused(capsys, "--config", config_path, "--set", "data={workers: 1, workers: 2}")
+    assert "--set data" in line and "'workers' twice on line 1" in line, line
+
+
+def test_merge_keys_still_override_what_they_bring(tmp_path):
+    # `<<: *name` copies a mapping whose keys the mapping itself may set again: not a repeat.
+    path = tmp_path / "merged.yaml"
+    path.write_text(
+        "data:\n  augment: &light {hflip: 0.5, color: 0.1}\n"
+        "train:\n  epochs: 3\n"
+        "loss:\n  options: {<<: {bce_weight: 0.2}, bce_weight: 0.7}\n"
+    )
+    config = load_config(path)
+    assert config.loss.options == {"bce_weight": 0.7}
+    assert config.data.augment.color == 0.1
+
+
+# --------------------------------------------------------------------------- --set mappings
+
+
+def test_a_mapping_given_to_set_merges_into_its_section(tmp_path):
+    config_path = write_config(
+        tmp_path,
+        tiny_config(tmp_path / "run", data={"dataset": "kitti", "labels": "road"}),
+    )
+    config = resolve("--config", config_path, "--set", "data={root: /elsewhere, workers: 2}")
+    assert (config.data.root, config.data.workers) == ("/elsewhere", 2)
+    # What the file set and the mapping did not name stays: no fall back to Cityscapes.
+    assert config.data.dataset == "kitti" and config.data.labels == ["road"]
+    assert config.data.image_size == (32, 64)
+
+
+def test_a_nested_mapping_merges_key_by_key(tmp_path):
+    config_path = write_config(
+        tmp_path,
+        tiny_config(
+            tmp_path / "run",
+            data={"augment": {"hflip": 0.0, "color": 0.2}},
+            model={"options": {"dropout": 0.1}},
+        ),
+    )
+    config = resolve(
+        "--config",
+        config_path,
+        "--set",
+        "data={augment: {color: 0.7}}",
+        "--set",
+        "model.options={pyramid_channels: 64}",
+    )
+    assert (config.data.augment.hflip, config.data.augment.color) == (0.0, 0.7)
+    assert config.model.options == {"dropout": 0.1, "pyramid_channels": 64}
+    assert resolve("--config", config_path, "--set", "model.options=null").model.options == {}
+
+
+def test_a_loss_named_in_a_mapping_brings_its_head(tmp_path):
+    config_path = write_config(tmp_path, tiny_config(tmp_path / "run"))
+    assert resolve("--config", config_path, "--set", "loss={name: ce}").model.head == "softmax"
+    kept = resolve(
+        "--config", config_path, "--set", "loss={name: ce}", "--set", "model={head: null}"
+    )
+    assert kept.model.head == "softmax"

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from segmentation.config import DataConfig, FolderClasses, classes_from_dict
 from segmentation.data.dataset import Sample
 from segmentation.data.io import read_png
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme
 from segmentation.errors import UserError
+from segmentation.yaml_io import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +58,7 @@ def read_classes(root: Path) -> FolderClasses:
             f"{path} is missing: a folder dataset names its classes there (mask_format, "
             "classes: [{name, color}, ...]; see the README, 'Your own data')"
         )
-    try:
-        values = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text (byte {error.start})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{path} is not valid YAML{where}: {problem}") from None
-    except OSError as error:
-        raise UserError(f"cannot read {path} ({error.strerror or error})") from None
+    values = read_yaml(path, str(path))
     return classes_from_dict(values, str(path))
 
 
