@@ -188,3 +188,20 @@ def test_the_real_command_prints_and_exits_0(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "output_dir = runs/demo" in result.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`train.py --print-config | head -1`: the pipe closes while the reference is printed."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "--print-config"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr, stderr
