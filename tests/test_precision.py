@@ -118,7 +118,7 @@ def test_bf16_inference_agrees_with_float32(decided_checkpoint, cityscapes_root,
 
 
 def test_compiled_training_matches_eager_and_saves_plain_weights(
-    cityscapes_root, tmp_path, small_config
+    cxx_compiler, cityscapes_root, tmp_path, small_config
 ):
     # One optimizer step over the 6 val images: compiled and eager start from the same seed.
     settings = {"data": {"train_split": "val"}, "train": {"batch_size": 6, "log_images": 0}}
@@ -157,7 +157,7 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(
     )
 
 
-def test_compiled_evaluation_gives_the_eager_scores(decided_checkpoint, tmp_path):
+def test_compiled_evaluation_gives_the_eager_scores(cxx_compiler, decided_checkpoint, tmp_path):
     scores = {}
     for mode, extra in (("eager", []), ("compiled", ["--compile"])):
         output = tmp_path / f"{mode}.json"
