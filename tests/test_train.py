@@ -244,15 +244,16 @@ def test_accumulation_and_clipping(cityscapes_root, tmp_path, small_config, one_
     assert difference <= 1e-3 * clip_lr * clip, (difference, norm(found))
 
 
-def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small_config):
+def test_init_from_loads_weights_into_a_new_run(
+    cityscapes_root, tmp_path, small_config, trained_checkpoint
+):
     first = small_config(cityscapes_root, tmp_path / "first")
-    assert run_train("--config", write_config(tmp_path, first)) == 0
     assert (
         run_train(
             "--config",
             write_config(tmp_path, first),
             "--init-from",
-            tmp_path / "first" / "best.pt",
+            trained_checkpoint("cityscapes", "categories").parent / "best.pt",
             "--output-dir",
             tmp_path / "second",
             "--image-size",
@@ -266,17 +267,16 @@ def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small
 
 
 def test_init_from_another_class_count_says_expected_and_found(
-    cityscapes_root, tmp_path, capsys, small_config
+    cityscapes_root, tmp_path, capsys, small_config, trained_checkpoint
 ):
     first = small_config(cityscapes_root, tmp_path / "first")
-    assert run_train("--config", write_config(tmp_path, first)) == 0
     code = run_train(
         "--config",
         write_config(tmp_path, first),
         "--labels",
         "road",
         "--init-from",
-        tmp_path / "first" / "last.pt",
+        trained_checkpoint("cityscapes", "categories"),
         "--output-dir",
         tmp_path / "second",
     )
