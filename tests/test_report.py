@@ -367,6 +367,7 @@ def broken_images(chromium: str, report: Path, tmp_path: Path) -> tuple[int, lis
     return images, broken
 
 
+@pytest.mark.slow
 def test_a_browser_shows_the_page_whole(chromium, cityscapes_report, tmp_path):
     report = Path(shutil.copytree(cityscapes_report / "report", tmp_path / "report"))
     shot = tmp_path / "shot.png"

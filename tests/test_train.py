@@ -112,6 +112,7 @@ def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, small_config):
     assert {"train/lr", "train/images_per_second"} <= set(accumulator.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_resume_is_exact(cityscapes_root, tmp_path, small_config):
     """2 epochs, then --resume for 2 more, ends on the weights of 4 epochs straight, also with
     DataLoader workers in one run and not the other."""
@@ -320,6 +321,7 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "ddp"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "batch_size": 2})
