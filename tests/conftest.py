@@ -1,12 +1,15 @@
 """Shared fixtures: tiny generated datasets in the real layouts, small run configs, tiny
-trained checkpoints, one torch thread, and a plain KITTI road devkit."""
+trained checkpoints, one torch thread, a plain KITTI road devkit, and the optional tools some
+tests need (a browser, a C++ compiler): without one such a test skips, saying how to get it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 # OpenMP threads that wait by spinning turn a busy two-core machine into a crawl.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -38,6 +41,24 @@ def cityscapes_root(tmp_path_factory) -> Path:
         video_frames=4,
         coarse=1,
         seed=1,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def long_epochs_root(tmp_path_factory) -> Path:
+    """A 64x128 Cityscapes tree of 40 training images: 20 steps an epoch at batch 2, long
+    enough to interrupt a run mid-epoch."""
+    root = tmp_path_factory.mktemp("cityscapes_long")
+    generate_cityscapes(
+        root,
+        height=64,
+        width=128,
+        train_per_city=8,
+        val_per_city=1,
+        test_per_city=1,
+        video_frames=1,
+        seed=4,
     )
     return root
 
@@ -234,3 +255,47 @@ def road_devkit() -> Callable[..., dict]:
     """`road_devkit(prob_levels, gts, valids)`: the KITTI road devkit's scores (MaxF, AP, PRE,
     REC, FPR, FNR, threshold) of 8-bit probability PNGs, written plainly (plain_road_devkit)."""
     return plain_road_devkit
+
+
+# --- optional tools ---
+
+
+def lacking(what: str, how_to_get_it: str, require_variable: str) -> NoReturn:
+    """Skips the test that needs `what`, saying how to get it; fails it instead where the
+    environment variable `require_variable` is 1 (CI sets it after installing the tool, so
+    that a failed install cannot pass unseen as a skip)."""
+    message = f"{what} is missing: {how_to_get_it}"
+    if os.environ.get(require_variable) == "1":
+        pytest.fail(f"{message} ({require_variable}=1 makes it required)")
+    pytest.skip(f"{message} (the test runs once it is there)")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a Chromium or Chrome for headless rendering. Without one the test skips;
+    under SEGMENTATION_REQUIRE_BROWSER=1 it fails."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    lacking(
+        "a browser (chromium, chromium-browser or google-chrome on PATH)",
+        "install one, e.g. apt-get install chromium",
+        "SEGMENTATION_REQUIRE_BROWSER",
+    )
+
+
+@pytest.fixture(scope="session")
+def cxx_compiler() -> str:
+    """The C++ compiler that torch.compile's CPU backend (inductor) builds its kernels with:
+    $CXX, else g++. Without one the test skips; under SEGMENTATION_REQUIRE_COMPILER=1 it
+    fails."""
+    name = os.environ.get("CXX", "g++")
+    path = shutil.which(name)
+    if path:
+        return path
+    lacking(
+        f"a C++ compiler ({name}, which torch.compile runs on a CPU)",
+        "install one, e.g. apt-get install g++, or name it in $CXX",
+        "SEGMENTATION_REQUIRE_COMPILER",
+    )

@@ -173,6 +173,7 @@ def test_a_bad_value_is_one_line_before_any_work(case, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_real_command_exits_2_with_one_line(tmp_path):
     config_path = write_config(tmp_path, tiny_config(tmp_path / "run"))
     result = subprocess.run(

@@ -402,6 +402,7 @@ def test_trains_one_epoch_and_evaluates_as_torchmetrics(trained, tmp_path, mask_
         assert results["per_class"][name]["iou"] == pytest.approx(expected, abs=1e-6), name
 
 
+@pytest.mark.slow
 def test_the_checkpoint_alone_renders_and_exports_after_the_root_moved(trained, tmp_path):
     run_dir, root = trained("rgb")
     frames = Path(shutil.copytree(root / "images" / "test" / "berlin", tmp_path / "frames"))
@@ -470,6 +471,7 @@ def test_resume_and_tensorboard(folder_root, tmp_path, small_config, capsys):
     assert "ignore_index 255 became 254" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_two_process_ddp(folder_root, tmp_path, small_config):
     """Every rank reads the classes file; rank 0 saves them with the run."""
     root = copy_root(folder_root, "rgb", tmp_path)

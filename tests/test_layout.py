@@ -20,6 +20,7 @@ def modules_loaded_by(module: str) -> set[str]:
     return set(result.stdout.split())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
@@ -57,6 +58,7 @@ print(len(calls))
 """
 
 
+@pytest.mark.slow
 def test_importing_the_package_asks_no_server_for_updates():
     """albumentations checks PyPI for a newer version at import, unless told not to: a cluster
     node without network would pay a timeout and print a warning at every job's start."""

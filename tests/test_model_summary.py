@@ -35,6 +35,7 @@ def test_seed_configurations_give_the_models_md_counts(model_type, res_blocks, e
     assert float(figure(r"forward\+backward \(MB\): ([\d.,]+)", out).replace(",", "")) > 0
 
 
+@pytest.mark.slow
 def test_runs_as_a_script():
     command = [sys.executable, "model_summary.py", "--model_type", "fpn", "--backbone", "resnet18"]
     command += ["--num_classes", "2", "--input_size", "4,64,64", "--batch-size", "2"]

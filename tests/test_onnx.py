@@ -28,6 +28,7 @@ def dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
+@pytest.mark.slow
 def test_export_runs_in_onnxruntime_like_torch(checkpoint, tmp_path, capsys, caplog, monkeypatch):
     caplog.set_level(logging.INFO)
     export = torch.onnx.export

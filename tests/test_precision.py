@@ -83,6 +83,7 @@ def decided_checkpoint(cityscapes_root, tmp_path_factory, small_config) -> Path:
     return run_dir / "last.pt"
 
 
+@pytest.mark.slow
 def test_bf16_evaluation_agrees_with_float32(decided_checkpoint, tmp_path):
     checkpoint = decided_checkpoint
     scores, maps = {}, {}
@@ -101,6 +102,7 @@ def test_bf16_evaluation_agrees_with_float32(decided_checkpoint, tmp_path):
     assert abs(scores["bf16"]["mIoU"] - scores["off"]["mIoU"]) <= 0.005
 
 
+@pytest.mark.slow
 def test_bf16_inference_agrees_with_float32(decided_checkpoint, cityscapes_root, tmp_path):
     checkpoint = decided_checkpoint
     frames = cityscapes_root / "leftImg8bit" / "demoVideo" / "stuttgart_00"
@@ -117,8 +119,9 @@ def test_bf16_inference_agrees_with_float32(decided_checkpoint, cityscapes_root,
     assert same / total >= 0.995, f"{same / total:.4f} of the pixels agree"
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_and_saves_plain_weights(
-    cityscapes_root, tmp_path, small_config
+    cxx_compiler, cityscapes_root, tmp_path, small_config
 ):
     # One optimizer step over the 6 val images: compiled and eager start from the same seed.
     settings = {"data": {"train_split": "val"}, "train": {"batch_size": 6, "log_images": 0}}
@@ -157,7 +160,8 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(
     )
 
 
-def test_compiled_evaluation_gives_the_eager_scores(decided_checkpoint, tmp_path):
+@pytest.mark.slow
+def test_compiled_evaluation_gives_the_eager_scores(cxx_compiler, decided_checkpoint, tmp_path):
     scores = {}
     for mode, extra in (("eager", []), ("compiled", ["--compile"])):
         output = tmp_path / f"{mode}.json"

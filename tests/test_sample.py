@@ -265,6 +265,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
     out = tmp_path / "tree"
     tiny = [

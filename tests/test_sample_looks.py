@@ -133,6 +133,7 @@ def test_unknown_looks_are_refused(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_overlays_of_a_trained_model_differ_from_their_frames(
     cityscapes_root, small_config, tmp_path

@@ -82,7 +82,7 @@ def test_script_lints():
     for directive in ("--requeue", "--ntasks-per-node=1", "--signal=B:USR1@120"):
         assert f"#SBATCH {directive}" in text
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed: bash -n only")
+        pytest.skip("shellcheck is missing (apt-get install shellcheck): bash -n only")
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

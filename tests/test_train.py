@@ -112,6 +112,7 @@ def test_per_step_scalars_are_logged(cityscapes_root, tmp_path, small_config):
     assert {"train/lr", "train/images_per_second"} <= set(accumulator.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_resume_is_exact(cityscapes_root, tmp_path, small_config):
     """2 epochs, then --resume for 2 more, ends on the weights of 4 epochs straight, also with
     DataLoader workers in one run and not the other."""
@@ -244,15 +245,16 @@ def test_accumulation_and_clipping(cityscapes_root, tmp_path, small_config, one_
     assert difference <= 1e-3 * clip_lr * clip, (difference, norm(found))
 
 
-def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small_config):
+def test_init_from_loads_weights_into_a_new_run(
+    cityscapes_root, tmp_path, small_config, trained_checkpoint
+):
     first = small_config(cityscapes_root, tmp_path / "first")
-    assert run_train("--config", write_config(tmp_path, first)) == 0
     assert (
         run_train(
             "--config",
             write_config(tmp_path, first),
             "--init-from",
-            tmp_path / "first" / "best.pt",
+            trained_checkpoint("cityscapes", "categories").parent / "best.pt",
             "--output-dir",
             tmp_path / "second",
             "--image-size",
@@ -266,17 +268,16 @@ def test_init_from_loads_weights_into_a_new_run(cityscapes_root, tmp_path, small
 
 
 def test_init_from_another_class_count_says_expected_and_found(
-    cityscapes_root, tmp_path, capsys, small_config
+    cityscapes_root, tmp_path, capsys, small_config, trained_checkpoint
 ):
     first = small_config(cityscapes_root, tmp_path / "first")
-    assert run_train("--config", write_config(tmp_path, first)) == 0
     code = run_train(
         "--config",
         write_config(tmp_path, first),
         "--labels",
         "road",
         "--init-from",
-        tmp_path / "first" / "last.pt",
+        trained_checkpoint("cityscapes", "categories"),
         "--output-dir",
         tmp_path / "second",
     )
@@ -320,6 +321,7 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_gloo(cityscapes_root, tmp_path, small_config):
     run_dir = tmp_path / "ddp"
     config = small_config(cityscapes_root, run_dir, train={"epochs": 2, "batch_size": 2})
