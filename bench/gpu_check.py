@@ -122,7 +122,7 @@ def environment_problem(args: argparse.Namespace) -> str | None:
 
 
 def pytest_command(args: argparse.Namespace) -> list[str]:
-    command = [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-v"]
+    command = [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-v", "-p", "no:xdist"]
     command += ["-p", "no:cacheprovider", "--basetemp", str(args.out / "work")]
     # xunit1: the JUnit file keeps each test's `detail` property (record_property).
     command += ["-o", "junit_family=xunit1", "--junitxml", str(args.out / "results.xml")]

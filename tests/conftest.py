@@ -26,6 +26,24 @@ from segmentation.sample.folder import generate_folder
 # Two threads at most: the CI machine has two cores, and oversubscription makes tests crawl.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+TEST_PROCESSES = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Two test processes where pytest-xdist is installed (requirements-dev.txt) and the
+    machine has two cores: most tests wait on one core for a child Python, a tiny model or
+    a file, so two processes take the suite from about 10 to about 5 minutes on two cores.
+    `-n 0` (or `-n N`, or `-p no:xdist`) chooses otherwise; pytest runs started by a test
+    process, and machines without xdist (the GPU check's), run in one process."""
+    if (
+        config.pluginmanager.hasplugin("xdist")
+        and config.getoption("numprocesses", None) is None
+        and "PYTEST_XDIST_WORKER" not in os.environ
+        and (os.cpu_count() or 1) >= TEST_PROCESSES
+    ):
+        config.option.numprocesses = TEST_PROCESSES
+
 
 @pytest.fixture(scope="session")
 def cityscapes_root(tmp_path_factory) -> Path:

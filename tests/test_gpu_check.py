@@ -50,7 +50,18 @@ def summary(out: Path) -> tuple[dict[str, tuple[str, str]], re.Match | None]:
 @no_cuda_only
 def test_without_cuda_the_gpu_tests_skip_at_once_building_nothing(tmp_path):
     basetemp = tmp_path / "basetemp"
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "tests/gpu", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "tests/gpu",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+    ]
     result = subprocess.run(
         [*command, "--basetemp", str(basetemp)],
         capture_output=True,
