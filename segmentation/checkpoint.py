@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import pickle
 import shutil
 import signal
@@ -85,35 +84,14 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 def copy_checkpoint(source: Path, target: Path) -> None:
     """Copy a written checkpoint (e.g. best.pt to last.pt) atomically, without serializing the
-    state a second time.
+    state a second time. A copy, not a hard link: a user who saves over one name in place
+    (torch.save(state, "best.pt")) must not change the other."""
 
-    A hard link where the file system has them: checkpoints are only ever replaced whole (a
-    new file renamed over the old one), never written in place, so the two names can share
-    one file until either is replaced, and the copy writes nothing. The demo's checkpoints
-    are 141 MB, copied after most epochs; a copy rewrote (and synced) all of it each time.
-    """
-    source, target = Path(source), Path(target)
-    link = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        link.unlink(missing_ok=True)
-        os.link(source, link)
-    except OSError:  # no hard links here (FAT, some network file systems): copy the bytes
-        _write(target, lambda handle: _copy_bytes(source, handle))
-        return
-    try:
-        os.replace(link, target)
-    except OSError as error:
-        link.unlink(missing_ok=True)
-        kept = "the previous checkpoint is kept" if target.exists() else "nothing was written"
-        raise CheckpointWriteError(
-            f"could not write checkpoint {target} ({error.strerror or error}): {kept}; fix the "
-            "folder's permissions or choose another --output-dir"
-        ) from None
+    def copy(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
 
-
-def _copy_bytes(source: Path, handle: BinaryIO) -> None:
-    with open(source, "rb") as original:
-        shutil.copyfileobj(original, handle)
+    _write(Path(target), copy)
 
 
 def load_checkpoint(

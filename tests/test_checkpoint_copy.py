@@ -1,7 +1,4 @@
-"""copy_checkpoint: best.pt copied to last.pt without writing the bytes again."""
-
-import errno
-import os
+"""copy_checkpoint: best.pt copied to last.pt is a file of its own."""
 
 import torch
 
@@ -12,32 +9,18 @@ def _weights(path) -> torch.Tensor:
     return load_checkpoint(path)["model"]["weight"]
 
 
-def test_the_copy_shares_the_file_instead_of_writing_it_again(tmp_path):
+def test_the_copy_holds_the_same_checkpoint_and_leaves_no_temporary_file(tmp_path):
     save_checkpoint({"model": {"weight": torch.tensor([1.0, 2.0])}}, tmp_path / "best.pt")
+    (tmp_path / "last.pt").write_bytes(b"an older last.pt")
     copy_checkpoint(tmp_path / "best.pt", tmp_path / "last.pt")
-    assert os.path.samefile(tmp_path / "best.pt", tmp_path / "last.pt")
     assert torch.equal(_weights(tmp_path / "last.pt"), torch.tensor([1.0, 2.0]))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
-def test_saving_one_name_again_leaves_the_other_as_it_was(tmp_path):
+def test_a_save_in_place_over_one_name_leaves_the_other_as_it_was(tmp_path):
+    """A user who edits best.pt with torch.save (no rename) must not change last.pt: the
+    two names may never share one file (a hard link would)."""
     save_checkpoint({"model": {"weight": torch.tensor([1.0])}}, tmp_path / "best.pt")
     copy_checkpoint(tmp_path / "best.pt", tmp_path / "last.pt")
-    save_checkpoint({"model": {"weight": torch.tensor([2.0])}}, tmp_path / "last.pt")
-    assert torch.equal(_weights(tmp_path / "best.pt"), torch.tensor([1.0]))
-    assert torch.equal(_weights(tmp_path / "last.pt"), torch.tensor([2.0]))
-    save_checkpoint({"model": {"weight": torch.tensor([3.0])}}, tmp_path / "best.pt")
-    assert torch.equal(_weights(tmp_path / "last.pt"), torch.tensor([2.0]))
-
-
-def test_without_hard_links_the_bytes_are_copied(tmp_path, monkeypatch):
-    def no_links(source, target):
-        raise OSError(errno.EPERM, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
-    save_checkpoint({"model": {"weight": torch.tensor([4.0])}}, tmp_path / "best.pt")
-    (tmp_path / "last.pt").write_bytes(b"an older last.pt")
-    copy_checkpoint(tmp_path / "best.pt", tmp_path / "last.pt")
-    assert not os.path.samefile(tmp_path / "best.pt", tmp_path / "last.pt")
-    assert (tmp_path / "last.pt").read_bytes() == (tmp_path / "best.pt").read_bytes()
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+    torch.save({"model": {"weight": torch.tensor([3.0])}}, tmp_path / "best.pt")
+    assert torch.equal(_weights(tmp_path / "last.pt"), torch.tensor([1.0]))
