@@ -12,7 +12,7 @@ same arguments give byte-identical files.
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
-File names and folders follow the real datasets' (see the README's Data section).
+File names and folders follow the real datasets' (see docs/data.md).
 """
 
 from __future__ import annotations
