@@ -235,24 +235,27 @@ def empty_folders(root: Path, *folders: str) -> None:
         (root / folder).mkdir()
 
 
-def test_an_empty_split_is_a_problem(folder_root, cityscapes_root, kitti_root, tmp_path, capsys):
-    root = copy_root(folder_root("index"), tmp_path)
-    empty_folders(root, "images/val", "masks/val")
+EMPTY_SPLITS = {
+    "folder": (("images/val", "masks/val"), "holds no .png, .jpg or .jpeg images"),
+    "cityscapes": (("leftImg8bit/val", "gtFine/val"), "holds no CITY/*_leftImg8bit.png"),
+    "kitti": (
+        ("data_road/training/image_2", "data_road/training/gt_image_2"),
+        "holds no {um,umm,uu}_NNNNNN.png images",
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(EMPTY_SPLITS))
+def test_an_empty_split_is_a_problem(
+    layout, folder_root, cityscapes_root, kitti_root, tmp_path, capsys
+):
+    source = {"folder": folder_root("index"), "cityscapes": cityscapes_root, "kitti": kitti_root}
+    root = Path(shutil.copytree(source[layout], tmp_path / layout))
+    (images, masks), says = EMPTY_SPLITS[layout]
+    empty_folders(root, images, masks)
     code, output = run_check(capsys, root, "--workers", 0)
     assert code == 1, output
-    expected = f"{root / 'images/val'} holds no .png, .jpg or .jpeg images"
-    assert sections(output) == {"split folders without images": [expected]}
-    root = Path(shutil.copytree(cityscapes_root, tmp_path / "cityscapes"))
-    empty_folders(root, "leftImg8bit/val", "gtFine/val")
-    code, output = run_check(capsys, root, "--workers", 0)
-    assert code == 1, output
-    expected = f"{root / 'leftImg8bit/val'} holds no CITY/*_leftImg8bit.png"
-    assert sections(output) == {"split folders without images": [expected]}
-    root = Path(shutil.copytree(kitti_root, tmp_path / "kitti"))
-    empty_folders(root, "data_road/training/image_2", "data_road/training/gt_image_2")
-    code, output = run_check(capsys, root, "--workers", 0)
-    assert code == 1, output
-    expected = f"{root / 'data_road/training/image_2'} holds no {{um,umm,uu}}_NNNNNN.png images"
+    expected = f"{root / images} {says}"
     assert sections(output) == {"split folders without images": [expected]}
 
 
