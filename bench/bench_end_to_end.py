@@ -152,7 +152,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def compile_setting(mode: str):
+def compile_setting(mode: str) -> str | bool | None:
     """train.compile's value for --compile MODE: the mode itself where the config takes modes,
     True for "default" where it is a switch; None for off (the config's default)."""
     if mode == "off":
