@@ -54,6 +54,7 @@ from bench.common import (
     Result,
     add_common_options,
     apply_threads,
+    machine_line,
     parse_size,
     peak_tflops,
     report,
@@ -465,7 +466,9 @@ def measure(args, device: torch.device, frame_size: tuple[int, int], work: Path)
         "peak_tflops": peak[0] if peak else None,
         "work_dir": str(work) if args.work_dir else None,
     }
-    return report("bench_end_to_end", args, rows, details, "End to end: train.py")
+    record = report("bench_end_to_end", args, rows, details, "End to end: train.py")
+    print(f"{machine_line(record['machine'])}\n")  # the table read alone names its machine
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
