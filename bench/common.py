@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -276,3 +277,45 @@ def write_json(path: Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s: (model, bf16, tf32), matched as a whole word
+# in torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"), the
+# first match wins. Where NVIDIA's datasheets print only figures "with sparsity", these are half.
+# - H100 SXM and H200 SXM: the "NVIDIA H100 Tensor Core GPU" datasheet and the "NVIDIA H200
+#   Tensor Core GPU" datasheet, SXM columns: BF16 1,979, TF32 989 with sparsity. NVL columns of
+#   both: BF16 1,671, TF32 835. H100 PCIe column: BF16 1,513, TF32 756.
+# - A100 (SXM4 and PCIe alike): the "NVIDIA A100 Tensor Core GPU" datasheet: BF16 312, TF32 156
+#   dense (624 and 312 with sparsity).
+# - L40S: the "NVIDIA L40S GPU" datasheet: BF16 362.05 dense (733 with sparsity), TF32 183.
+# - L4: the "NVIDIA L4 Tensor Core GPU" datasheet: BF16 242, TF32 120 with sparsity.
+# fp16 peaks equal the bf16 ones on all of these. Other GPUs (L40, RTX, V100...): no peak.
+DENSE_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100 NVL", 835.5, 417.5),
+    ("H200 NVL", 835.5, 417.5),
+    ("H100", 989.0, 494.5),
+    ("H200", 989.0, 494.5),
+    ("A100", 312.0, 156.0),
+    ("L40S", 362.0, 183.0),
+    ("L4", 121.0, 60.0),
+)
+
+
+def peak_tflops(device_name: str | None, amp: str) -> tuple[float, str] | None:
+    """(dense tensor-core peak in TFLOP/s, what it is) of the named GPU under `amp` ("bf16",
+    "fp16" or "off"), or None: a CPU, an unlisted GPU, or float32 with TF32 turned off.
+
+    float32 runs are held against the TF32 peak: cuDNN computes float32 convolutions (nearly
+    all of these models' FLOPs) in TF32 unless torch.backends.cudnn.allow_tf32 is off."""
+    if not device_name:
+        return None
+    for model, bf16, tf32 in DENSE_PEAK_TFLOPS:
+        if not re.search(rf"(?<![A-Za-z0-9]){re.escape(model)}(?![A-Za-z0-9])", device_name):
+            continue
+        if amp in ("bf16", "fp16"):
+            return bf16, f"{model} dense {amp} peak"
+        if torch.backends.cudnn.allow_tf32:
+            return tf32, f"{model} dense TF32 peak (cuDNN's float32 convolutions)"
+        return None
+    return None

@@ -38,6 +38,7 @@ BENCHMARKS = {
     "metrics": "bench_metrics.py",
     "memory": "bench_memory.py",
     "compile": "bench_compile.py",
+    "end_to_end": "bench_end_to_end.py",
 }
 
 

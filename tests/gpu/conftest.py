@@ -34,6 +34,7 @@ MODULE_ORDER = (
     "test_gpu_scripts",
     "test_gpu_distributed",
     "test_gpu_compile",
+    "test_gpu_end_to_end",
     "test_gpu_benchmarks",
 )
 DEFAULT_SECONDS = 20  # what a test needs of the budget to start, unless its marker says
