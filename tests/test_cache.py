@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from command_line import ENV, REPO, assert_one_line_error, write_yaml
+from test_slurm_script import cluster, submit, torchrun_call  # noqa: F401 (cluster: a fixture)
 
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets, label_reader
@@ -315,3 +316,67 @@ def test_train_py_on_a_full_disk_says_so_and_starts_nothing(
     assert_one_line_error(result, f"cannot write data.cache {cache}", "No space left")
     assert not (tmp_path / "run").exists()
     assert not cache.exists() and leftovers(cache) == []
+
+
+def test_the_slurm_script_puts_the_cache_on_the_given_node_local_folder(request):
+    env = request.getfixturevalue("cluster")  # test_slurm_script's fake cluster
+    result, calls = submit(env, "configs/demo.yaml", "runs/r", DATA_CACHE="/tmp/cs-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    call = torchrun_call(calls)
+    assert call.endswith(
+        "--config configs/demo.yaml --output-dir runs/r --set data.cache=/tmp/cs-cache"
+    )
+    _, calls = submit({**env, "FAKE_LOG": env["FAKE_LOG"] + "2"}, "configs/demo.yaml", "runs/r")
+    assert "data.cache" not in torchrun_call(calls)
+
+
+# train.py under torchrun, its cache builds logged by local rank (and failing as on a full
+# disk when asked): which processes built, and what the others did meanwhile.
+LOGGED_TRAIN = """
+import errno, os, sys
+from pathlib import Path
+from segmentation.data.cache import builder
+
+log, full = Path(sys.argv.pop(1)), sys.argv.pop(1) == "full"
+write = builder._write
+
+def logged_write(*args, **kwargs):
+    with open(log, "a") as handle:
+        handle.write(os.environ["LOCAL_RANK"] + "\\n")
+    if full:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    write(*args, **kwargs)
+
+builder._write = logged_write
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_under_ddp_local_rank_0_builds_and_a_failed_build_stops_every_rank(
+    cityscapes_root, small_config, tmp_path
+):
+    script = tmp_path / "logged_train.py"
+    script.write_text(LOGGED_TRAIN)
+    cache = tmp_path / "cache"
+    results = {}
+    for attempt in ("full", "fits"):
+        run_dir = tmp_path / f"run-{attempt}"
+        config = small_config(cityscapes_root, run_dir, train={"epochs": 1, "batch_size": 2})
+        config["data"]["cache"] = str(cache)
+        config_path = write_yaml(tmp_path / f"{attempt}.yaml", config)
+        builds = tmp_path / f"builds-{attempt}.log"
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        command += ["--standalone", str(script), str(builds), attempt, "--config", config_path]
+        results[attempt] = subprocess.run(
+            list(map(str, command)), env=ENV, capture_output=True, text=True, timeout=300
+        )
+        assert builds.read_text().split() == ["0"], results[attempt].stderr[-3000:]
+        assert (run_dir.exists()) == (attempt == "fits")
+    failed = results["full"]
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], failed.stderr[-3000:]
+    assert results["fits"].returncode == 0, results["fits"].stderr[-3000:]
+    assert read_manifest(cache) is not None and leftovers(cache) == []
