@@ -8,6 +8,7 @@ import errno
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,20 @@ def test_a_builder_that_loses_the_race_uses_the_winners_cache(cityscapes_root, t
     build_cache(cache, parts, manifest, label_reader("cityscapes"))
     assert (cache / "train.images").stat().st_ino == winner
     assert leftovers(cache) == []
+
+
+def test_a_build_removes_what_a_killed_build_left_on_this_machine(cityscapes_root, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    abandoned = tmp_path / f".cache.building-{host}-{gone.pid}"
+    running = tmp_path / f".cache.building-{host}-{os.getppid()}"  # a live build: kept
+    other_host = tmp_path / f".cache.building-elsewhere-{gone.pid}"  # not ours to judge
+    for path in (abandoned, running, other_host):
+        path.mkdir()
+        (path / "train.images").write_bytes(b"partial")
+    build_training_datasets(data_config(cityscapes_root, tmp_path / "cache"))
+    assert not abandoned.exists() and running.is_dir() and other_host.is_dir()
 
 
 def test_a_full_disk_leaves_no_partial_cache(cityscapes_root, tmp_path, monkeypatch):

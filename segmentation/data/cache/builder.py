@@ -4,6 +4,7 @@ rename that into place only when it is complete."""
 from __future__ import annotations
 
 import errno
+import glob
 import logging
 import os
 import shutil
@@ -55,7 +56,8 @@ def build_cache(
     (a full disk) is a UserError. When another process installed the same cache first, its
     copy stays and this one is dropped: the caller checks the manifest of what is there."""
     folder = Path(folder)
-    temporary = folder.with_name(f".{folder.name}.building-{socket.gethostname()}-{os.getpid()}")
+    temporary = _own_folder(folder, "building")
+    _remove_abandoned(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         temporary.mkdir()
@@ -74,6 +76,35 @@ def build_cache(
             ) from None
         raise
     _install(temporary, folder, replace=replace)
+
+
+def _own_folder(folder: Path, kind: str) -> Path:
+    """A hidden sibling of `folder` that only this process uses: named by host and process."""
+    return folder.with_name(f".{folder.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove the temporary folders of builds on this machine whose process is gone (killed
+    mid-build): only folders named as this module names its own."""
+    if not folder.parent.is_dir():
+        return
+    for kind in ("building", "old"):
+        pattern = f".{glob.escape(folder.name)}.{kind}-{glob.escape(socket.gethostname())}-*"
+        for path in folder.parent.glob(pattern):
+            pid = path.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _running(int(pid)):
+                logger.info("removing %s, left by a build that was stopped", path)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _write(
@@ -113,7 +144,7 @@ def _install(temporary: Path, folder: Path, *, replace: bool) -> None:
     and removed after; a cache another builder installed meanwhile wins."""
     old = None
     if replace:
-        old = folder.with_name(f".{folder.name}.old-{socket.gethostname()}-{os.getpid()}")
+        old = _own_folder(folder, "old")
         try:
             os.rename(folder, old)
         except FileNotFoundError:

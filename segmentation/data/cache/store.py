@@ -28,8 +28,13 @@ class PartWriter:
 
     def __init__(self, folder: Path, part: str) -> None:
         self.folder, self.part = Path(folder), part
-        self.images = open(self.folder / IMAGES.format(part), "wb")  # noqa: SIM115 (closed in close)
-        self.labels = open(self.folder / LABELS.format(part), "wb")  # noqa: SIM115
+        # Closed by close() or discard(); the builder removes the folder on any failure.
+        self.images = open(self.folder / IMAGES.format(part), "wb")  # noqa: SIM115
+        try:
+            self.labels = open(self.folder / LABELS.format(part), "wb")  # noqa: SIM115
+        except BaseException:
+            self.images.close()
+            raise
         self.rows: list[tuple[int, int, int, int, int]] = []
         self.image_bytes = self.label_bytes = 0
 
