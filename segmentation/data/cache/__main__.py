@@ -10,15 +10,12 @@ is checked against the dataset's files; --rebuild replaces it.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.config import apply_overrides, load_config
 from segmentation.errors import UserError
 from segmentation.yaml_io import parse_yaml
-
-logger = logging.getLogger("segmentation")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 MAX_THREADS = 8
 
 
-def scaled(image: np.ndarray, stored: np.ndarray | None, scale: float):
+def scaled(
+    image: np.ndarray, stored: np.ndarray | None, scale: float
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A frame and its labels at `scale` of their sides: the image averaged over the pixels it
     shrinks (INTER_AREA), the labels by nearest neighbour, so that they keep only values they
     had."""

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segmentation.data.dataset import Sample
+
 IMAGES, LABELS, INDEX = "{}.images", "{}.labels", "{}.index.npy"
-# Columns of an index row.
-IMAGE_OFFSET, HEIGHT, WIDTH, LABEL_OFFSET, LABEL_CHANNELS = range(5)
 
 
 class PartWriter:
@@ -90,9 +90,6 @@ class CachedReader:
         self._opened: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._opened_by = -1
 
-    def __len__(self) -> int:
-        return len(self._files()[2])
-
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_opened": None, "_opened_by": -1}
 
@@ -106,8 +103,11 @@ class CachedReader:
             self._opened_by = os.getpid()
         return self._opened
 
-    def read(self, index: int, sample: object = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(image (H, W, 3) uint8, stored labels or None): read-only views of the cache."""
+    def read(
+        self, index: int, sample: Sample | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image (H, W, 3) uint8, stored labels or None) of the part's sample `index`:
+        read-only views of the cache."""
         images, labels, rows = self._files()
         offset, height, width, label_offset, channels = (int(value) for value in rows[index])
         image = images[offset : offset + height * width * 3].reshape(height, width, 3)
