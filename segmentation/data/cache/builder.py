@@ -68,7 +68,7 @@ def build_cache(
             f"cannot create data.cache {folder} ({error.strerror or error}): choose another folder"
         ) from None
     try:
-        _write(temporary, parts, manifest, read_label)
+        _write(temporary, folder, parts, manifest, read_label)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
         if isinstance(error, OSError):
@@ -111,6 +111,7 @@ def _running(pid: int) -> bool:
 
 def _write(
     temporary: Path,
+    folder: Path,
     parts: dict[str, list[Sample]],
     manifest: dict,
     read_label: Callable[[Path], np.ndarray],
@@ -119,7 +120,7 @@ def _write(
     scale = manifest["scale"]
     total = sum(len(samples) for samples in parts.values())
     threads = max(1, min(MAX_THREADS, len(os.sched_getaffinity(0))))
-    logger.info("building data.cache %s: %d frames, %d threads", temporary.parent, total, threads)
+    logger.info("building data.cache %s: %d frames, %d decoding threads", folder, total, threads)
 
     def decode(sample: Sample):
         return scaled(*reader.read(0, sample), scale)
