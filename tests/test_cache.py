@@ -83,6 +83,24 @@ def test_cached_samples_are_byte_identical_to_the_png_path(dataset_config):
         assert torch.equal(cached["target"], png["target"])
 
 
+@pytest.mark.filterwarnings("error")  # torch warns of a tensor over read-only memory
+def test_frames_the_transforms_leave_as_they_are_are_copied_out_of_the_cache(
+    cityscapes_root, tmp_path
+):
+    # The tree's own size, no crop, flip or colour: every transform passes the frame through.
+    still = {"crop_scale": (1.0, 1.0), "hflip": 0.0, "color": 0.0}
+    config = DataConfig(
+        root=str(cityscapes_root), image_size=(64, 128), cache=str(tmp_path / "c"), augment=still
+    )
+    train, val = build_training_datasets(config)
+    for item in (train[(0, 1)], val[0]):
+        image = item["image"]
+        image[0, 0, 0] = 7  # memory of its own: the cache stays as it was
+    np.testing.assert_array_equal(
+        val.reader.read(0)[0], FileReader(label_reader("cityscapes")).read(0, val.samples[0])[0]
+    )
+
+
 def test_the_cache_holds_the_decoded_files_and_labels_as_stored(kitti_root, tmp_path):
     config = data_config(kitti_root, tmp_path / "cache", dataset="kitti", labels=["road"])
     train, _ = build_training_datasets(config)

@@ -148,6 +148,10 @@ def _to_hwc_tensor(image: np.ndarray) -> torch.Tensor:
             f"transforms must leave (H, W, 3) uint8 images, got {image.dtype} "
             f"{image.shape}: a Normalize belongs on the device (data/normalize.py)"
         )
+    if not image.flags.writeable:
+        # Transforms that left a frame as it was (a resize to its own size) pass on the
+        # read-only view of a cache's mapping: the tensor needs memory of its own.
+        image = image.copy()
     return torch.from_numpy(np.ascontiguousarray(image))
 
 
