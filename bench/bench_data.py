@@ -12,8 +12,14 @@ turns epoch by epoch, against the same loader with 0 workers; the rows' notes gi
 per sample the loader ships (image and target). With --profile, or when the target is missed,
 a cost breakdown per stage and per transform, and cProfile's top functions.
 
+The decoded-sample cache (data.cache at data.cache_scale 1.0 of the images measured, built
+into the temporary folder first): the same training dataset reading it, against the PNG path,
+taking turns sample by sample in one process (samples/s of one worker; target >= 5x). Then
+both in train.py's DataLoader with --cache-workers workers (default: this machine's cores),
+epoch by epoch in turns: the samples/s a GPU box's host feeds with all its cores.
+
     python bench/bench_data.py [--quick] [--images 10] [--data-root DIR] [--profile]
-        [--json out.json]
+        [--cache-workers N] [--json out.json]
 
 Without --data-root a synthetic Cityscapes tree is generated into a temporary folder.
 """
@@ -24,6 +30,7 @@ import argparse
 import cProfile
 import io
 import math
+import os
 import pstats
 import statistics
 import sys
@@ -51,6 +58,7 @@ from bench.common import (
 from segmentation.cli import run_guarded
 from segmentation.config import DataConfig
 from segmentation.data.build import build_training_datasets
+from segmentation.data.cache import open_cache
 from segmentation.data.dataset import SegmentationDataset, _to_hwc_tensor
 from segmentation.data.io import read_label_ids
 
@@ -62,6 +70,7 @@ from segmentation.errors import UserError
 from segmentation.sample import generate_cityscapes
 
 TARGET = ">= 0.80"
+CACHE_TARGET = ">= 5"
 BGR2RGB, UNCHANGED = cv2.COLOR_BGR2RGB, cv2.IMREAD_UNCHANGED
 
 
@@ -80,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=2, help="DataLoader batch size")
     parser.add_argument("--epochs", type=int, help="timed epochs per loader (default 2; quick 1)")
     parser.add_argument("--profile", action="store_true", help="cost breakdown even if met")
+    parser.add_argument(
+        "--cache-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="DataLoader workers of the cached vs PNG loader row (default: the cores)",
+    )
     args = parser.parse_args(argv)
     args.images = args.images or (5 if args.quick else 10)
     args.rounds = args.rounds or (2 if args.quick else 3)
@@ -144,6 +159,128 @@ def dataset_vs_floor(
                 if round_index > 0:
                     times[name].append(now() - start)
     return times
+
+
+def cache_vs_png(
+    cached: SegmentationDataset, png: SegmentationDataset, rounds: int, clock: str
+) -> dict[str, list[float]]:
+    """Seconds per training sample read from the cache and from the PNGs, the same items in
+    turns (the order alternating), after one untimed pass that also fills the page cache."""
+    now = CLOCKS[clock]
+    times: dict[str, list[float]] = {"cache": [], "png": []}
+    for round_index in range(1 + rounds):
+        for index in range(len(png)):
+            item = (index, 1000 * round_index + index)
+            pair = [("cache", cached), ("png", png)]
+            if (round_index + index) % 2:
+                pair.reverse()
+            for name, dataset in pair:
+                start = now()
+                dataset[item]
+                if round_index > 0:
+                    times[name].append(now() - start)
+    return times
+
+
+def loaders_in_turns(
+    datasets: dict[str, SegmentationDataset],
+    workers: int,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Samples/s of train.py's DataLoader over each dataset with `workers` workers, one epoch
+    each in turn. An epoch has at least 4 batches per worker (the images repeat, with new
+    seeds), so that every worker is busy."""
+    count = max(len(next(iter(datasets.values()))), 4 * args.batch * max(workers, 1))
+    samplers = {name: RepeatingSampler(len(dataset), count) for name, dataset in datasets.items()}
+    loaders = {
+        name: make_loader(
+            dataset,
+            sampler=samplers[name],
+            batch_size=args.batch,
+            workers=workers,
+            device=device,
+            drop_last=True,
+        )
+        for name, dataset in datasets.items()
+    }
+    speeds: dict[str, list[float]] = {name: [] for name in datasets}
+    order = list(datasets)
+    for epoch in range(1 + args.epochs):  # epoch 0 starts the (persistent) workers: untimed
+        for name in order:
+            samplers[name].epoch = epoch
+            seen = 0
+            start = time.perf_counter()
+            for batch in loaders[name]:
+                seen += len(batch["image"])
+            if epoch > 0:
+                speeds[name].append(seen / (time.perf_counter() - start))
+        order.reverse()
+    return speeds
+
+
+class RepeatingSampler:
+    """`count` (index, seed) items over a dataset of `size` samples, new seeds each epoch."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size, self.count, self.epoch = size, count, 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        base = self.epoch * self.count
+        return iter([(position % self.size, base + position) for position in range(self.count)])
+
+
+def cached_twin(png: SegmentationDataset, folder: Path) -> SegmentationDataset:
+    """The same dataset (samples, scheme, transform) reading a cache of its own samples built
+    at `folder`, as build_training_datasets does with data.cache (the cache there also holds
+    the validation frames; here only the images measured, so that a real --data-root is not
+    cached whole)."""
+    readers = open_cache(
+        folder,
+        {"train": png.samples},
+        png.read_label,
+        scale=1.0,
+        scheme=png.scheme.name,
+        label_reader={"dataset": "cityscapes", "reader": png.read_label.__name__},
+    )
+    return SegmentationDataset(
+        png.samples, png.scheme, png.transform, png.read_label, reader=readers["train"]
+    )
+
+
+def cache_rows(folder: Path, png: SegmentationDataset, args, device, clock) -> list:
+    """The cache rows: one worker's samples/s from the cache vs the PNGs, then the DataLoaders
+    with --cache-workers workers."""
+    start = time.perf_counter()
+    cached = cached_twin(png, folder / "cache")
+    build_seconds = time.perf_counter() - start
+    times = cache_vs_png(cached, png, args.rounds, clock)
+    workers = args.cache_workers
+    speeds = loaders_in_turns({"cache": cached, "png": png}, workers, args, device)
+    cache_speed = len(times["cache"]) / sum(times["cache"])
+    png_speed = len(times["png"]) / sum(times["png"])
+    return [
+        Result(
+            f"data: training dataset from data.cache -> {args.size} vs from the PNGs",
+            cache_speed,
+            png_speed,
+            "samples/s",
+            CACHE_TARGET,
+            note=f"one process, in turns sample by sample, {len(png)} images x {args.rounds} "
+            f"passes; building the cache of these images took {build_seconds:.1f} s",
+        ),
+        Result(
+            f"data: DataLoader from data.cache, {workers} worker(s) vs from the PNGs",
+            statistics.median(speeds["cache"]),
+            statistics.median(speeds["png"]),
+            "samples/s",
+            note=f"batch {args.batch}, median of {args.epochs} epoch(s) in turns, wall clock; "
+            f"{workers} = --cache-workers (default: the cores)",
+        ),
+    ]
 
 
 def loader_throughput(
@@ -257,6 +394,7 @@ def run(args: argparse.Namespace) -> dict:
             )
         ]
         rows += loader_rows(speeds, args, len(dataset), shipped)
+        rows += cache_rows(Path(folder), dataset, args, device, clock)
         if args.profile or not rows[0].met:
             details["stages_ms"] = stage_breakdown(dataset)
             details["cprofile_top"] = cprofile_top(dataset)

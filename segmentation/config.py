@@ -361,6 +361,17 @@ class DataConfig(_Section):
         False, description="leave out images without a mask (with a warning) instead of refusing"
     )
     workers: Count = Field(4, description="DataLoader workers per process (--workers)")
+    cache: Text | None = Field(
+        None,
+        description="folder of decoded train/val samples (memmap files) read instead of the "
+        "PNGs; built on first use or by python -m segmentation.data.cache; null: off",
+        json_schema_extra=allowed("null, or a folder path (node-local disk for several nodes)"),
+    )
+    cache_scale: Annotated[Float, Field(gt=0, le=1)] = Field(
+        1.0,
+        description="data.cache: frames stored at this fraction of their side (1.0: full "
+        "frame); augmentations cut from the stored frame",
+    )
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig, description="random changes to the training images"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from segmentation.config import DataConfig
+from segmentation.data.cache import open_cache
 from segmentation.data.cityscapes import find_cityscapes
 from segmentation.data.dataset import Sample, SegmentationDataset
 from segmentation.data.folder import (
@@ -93,15 +94,39 @@ def find_samples(config: DataConfig, split: str) -> list[Sample]:
     return find_cityscapes(root, split, skip_missing_labels=skip)
 
 
+def label_reader_identity(config: DataConfig) -> dict:
+    """How label files become stored values, as a cache's manifest records it: the dataset's
+    reader, and a folder dataset's classes (its colours or indices decide the values)."""
+    if config.dataset == "folder":
+        classes = config.classes or read_classes(Path(config.root))
+        return {"dataset": "folder", "classes": classes.model_dump(mode="json")}
+    return {"dataset": config.dataset, "reader": label_reader(config.dataset).__name__}
+
+
 def build_training_datasets(
-    config: DataConfig,
+    config: DataConfig, *, rebuild_cache: bool = False
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """(train, val) datasets at the configured training size; val is resized, not augmented.
     Every file's header is checked first: a broken one found after an epoch costs the epoch.
-    Their images are uint8: the engine normalizes them on the device (data/normalize.py)."""
+    Their images are uint8: the engine normalizes them on the device (data/normalize.py).
+
+    With data.cache both read the decoded-sample cache, built first when it is missing (or
+    when `rebuild_cache`): the same samples, the same augmentations."""
     scheme = scheme_for(config)
     train_samples, val_samples = find_samples(config, "train"), find_samples(config, "val")
     check_headers(train_samples + val_samples, label_kind(config))
+    read_label = label_reader(config)
+    cached = {"train": None, "val": None}
+    if config.cache is not None:
+        cached = open_cache(
+            Path(config.cache),
+            {"train": train_samples, "val": val_samples},
+            read_label,
+            scale=config.cache_scale,
+            scheme=scheme.name,
+            label_reader=label_reader_identity(config),
+            rebuild=rebuild_cache,
+        )
     height, width = config.image_size
     augment = config.augment
     train_transform = training_transform(
@@ -112,8 +137,9 @@ def build_training_datasets(
         color=augment.color,
         weather=augment.weather,
     )
-    reader = label_reader(config)
-    train = SegmentationDataset(train_samples, scheme, train_transform, reader)
+    train = SegmentationDataset(
+        train_samples, scheme, train_transform, read_label, reader=cached["train"]
+    )
     val_transform = evaluation_transform(height, width)
-    val = SegmentationDataset(val_samples, scheme, val_transform, reader)
+    val = SegmentationDataset(val_samples, scheme, val_transform, read_label, reader=cached["val"])
     return train, val

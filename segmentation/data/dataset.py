@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import albumentations as A
 import numpy as np
@@ -35,6 +36,30 @@ class Sample:
     group: str
 
 
+class SampleReader(Protocol):
+    """Where a dataset's decoded frames come from: the files (FileReader) or a cache of them
+    (data/cache). Both give the same arrays, so everything after reading is shared."""
+
+    def read(self, index: int, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image (H, W, 3) uint8 RGB, its stored label values or None when unlabelled)."""
+        ...
+
+
+class FileReader:
+    """Decodes a sample's image and label files; refuses labels of another size."""
+
+    def __init__(self, read_label: Callable[[Path], np.ndarray]) -> None:
+        self.read_label = read_label
+
+    def read(self, index: int, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        image = read_rgb(sample.image_path)
+        if sample.label_path is None:
+            return image, None
+        stored = self.read_label(sample.label_path)
+        _check_same_size(sample, stored, image)
+        return image, stored
+
+
 class SegmentationDataset(Dataset):
     """Samples -> dict(image (H, W, 3) uint8 RGB, target (H, W) uint8, index int).
 
@@ -47,6 +72,7 @@ class SegmentationDataset(Dataset):
     transform: an albumentations pipeline applied as `transform(image=..., mask=...)`; it
         must leave (H, W, 3) uint8 images (no Normalize).
     Unlabeled samples (label_path None) give no "target".
+    reader: where the decoded frames come from; None: the files, read with read_label.
 
     An item may be an index or an (index, seed) pair: with a seed, the random augmentations of
     that sample are a pure function of it, so that a run reproduces exactly whatever the number
@@ -59,11 +85,13 @@ class SegmentationDataset(Dataset):
         scheme: LabelScheme,
         transform: A.Compose,
         read_label: Callable[[Path], np.ndarray],
+        reader: SampleReader | None = None,
     ) -> None:
         self.samples = samples
         self.scheme = scheme
         self.transform = transform
         self.read_label = read_label
+        self.reader = reader if reader is not None else FileReader(read_label)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -73,12 +101,10 @@ class SegmentationDataset(Dataset):
         if seed is not None:
             self.transform.set_random_seed(seed)
         sample = self.samples[index]
-        image = read_rgb(sample.image_path)
-        if sample.label_path is None:
+        image, stored = self.reader.read(index, sample)
+        if stored is None:
             transformed = self.transform(image=image)
             return {"image": _to_hwc_tensor(transformed["image"]), "index": index}
-        stored = self.read_label(sample.label_path)
-        _check_same_size(sample, stored, image)
         transformed = self.transform(image=image, mask=stored)
         # Nearest-neighbour geometry commutes with the lookup table, so mapping the smaller,
         # transformed label costs less than mapping the full-size file.
@@ -122,6 +148,10 @@ def _to_hwc_tensor(image: np.ndarray) -> torch.Tensor:
             f"transforms must leave (H, W, 3) uint8 images, got {image.dtype} "
             f"{image.shape}: a Normalize belongs on the device (data/normalize.py)"
         )
+    if not image.flags.writeable:
+        # Transforms that left a frame as it was (a resize to its own size) pass on the
+        # read-only view of a cache's mapping: the tensor needs memory of its own.
+        image = image.copy()
     return torch.from_numpy(np.ascontiguousarray(image))
 
 

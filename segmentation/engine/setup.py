@@ -19,7 +19,7 @@ from segmentation.data.dataset import SegmentationDataset
 from segmentation.data.labels import LabelScheme
 from segmentation.data.loading import make_loader
 from segmentation.data.normalize import Normalizer
-from segmentation.engine.distributed import DistributedContext
+from segmentation.engine.distributed import DistributedContext, any_process
 from segmentation.engine.optim import build_optimizer, build_scheduler
 from segmentation.engine.resume import (
     check_compatible,
@@ -78,10 +78,42 @@ def load_starting_point(
     return start
 
 
+def build_datasets_once_per_node(
+    config: Config, context: DistributedContext
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """build_training_datasets; with data.cache in a multi-process job, local rank 0 of each
+    node first (it builds the node's copy when it is missing) while the node's other ranks
+    wait, then they open it. A failure anywhere stops every process (none waits forever)."""
+    if config.data.cache is None or not context.enabled:
+        return build_training_datasets(config.data)
+    builds = context.local_rank == 0
+    datasets, failure = None, None
+    if builds:
+        try:
+            datasets = build_training_datasets(config.data)
+        except Exception as error:  # re-raised below, after the other processes hear of it
+            failure = error
+    # The wait: the ranks of other nodes and this node's other ranks, until every builder is
+    # done. A build longer than the process group's timeout (30 min) is better done ahead
+    # with `python -m segmentation.data.cache`.
+    if any_process(failure is not None, context):
+        if failure is not None:
+            raise failure
+        error = UserError(
+            f"data.cache {config.data.cache} could not be prepared on another process (local "
+            "rank 0 of a node): see its error"
+        )
+        error.silent = not context.is_main  # said once, by the main process
+        raise error
+    if not builds:
+        datasets = build_training_datasets(config.data)
+    return datasets
+
+
 def build_data(config: Config, context: DistributedContext) -> DataPipeline:
     """Datasets, this process's shard of every epoch, and the loaders over them. Their images
     are uint8 (H, W, 3): `Training.normalizer` normalizes them on the device."""
-    train_set, val_set = build_training_datasets(config.data)
+    train_set, val_set = build_datasets_once_per_node(config, context)
     batch_size, world_size = config.train.batch_size, context.world_size
     if len(train_set) < batch_size * world_size:
         raise UserError(
