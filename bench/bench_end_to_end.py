@@ -21,9 +21,9 @@ Three rows, one run of train.py and two measurements in this process:
 The tree: --unique-frames frames are drawn by segmentation.sample at --frame-size, then
 hard-linked under new names until one epoch holds --skip + --steps batches (drawing hundreds
 of 1024x2048 frames takes minutes; decoding a linked file costs the same as a distinct one).
-Validation (3 frames) runs after the epoch and is not measured. With --cache DIR (the
-`data.cache` config key: a version without it refuses) the run trains two epochs, the first
-filling the cache, and only the second is measured; the loader too is timed on its second epoch.
+Validation (3 frames) runs after the epoch and is not measured. With --cache DIR (data.cache)
+train.py builds the decoded-sample cache before its first step, so the build is start-up and is
+left out like the rest of it; the loader alone reads the same cache.
 
 The child's torch threads follow --threads (OMP_NUM_THREADS), like this process's.
 
@@ -61,7 +61,7 @@ from bench.common import (
     timed,
 )
 from segmentation.cli import run_guarded
-from segmentation.config import Config, DataConfig, config_from_dict, save_config
+from segmentation.config import Config, config_from_dict, save_config
 from segmentation.data.build import scheme_for
 from segmentation.data.normalize import Normalizer
 from segmentation.devices import resolve_device
@@ -115,8 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cache",
         type=Path,
         metavar="DIR",
-        help="data.cache=DIR for train.py and the loader (needs the data.cache config key); "
-        "two epochs, the second measured",
+        help="data.cache=DIR for train.py and the loader: train.py builds it before its first "
+        "step (start-up, not measured)",
     )
     parser.add_argument(
         "--steps", type=int, help="measured steps after --skip (default: cuda 40, cpu 20)"
@@ -172,9 +172,7 @@ def compile_setting(mode: str) -> str | bool | None:
 
 def run_config(args: argparse.Namespace, data_root: Path, output_dir: Path) -> Config:
     """The one config both sides are built from: train.py reads it from a file."""
-    if args.cache is not None and "cache" not in DataConfig.model_fields:
-        raise UserError("--cache needs the data.cache config key, which this version lacks")
-    epochs = 2 if args.cache is not None else 1
+    epochs = 1
     data = {"dataset": "cityscapes", "root": str(data_root), "image_size": list(args.size)}
     if args.workers is not None:
         data["workers"] = args.workers

@@ -33,6 +33,7 @@ MODULE_ORDER = (
     "test_gpu_syncs",
     "test_gpu_scripts",
     "test_gpu_distributed",
+    "test_gpu_cache",
     "test_gpu_compile",
     "test_gpu_end_to_end",
     "test_gpu_benchmarks",
