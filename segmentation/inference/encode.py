@@ -1,0 +1,60 @@
+"""Encoding rendered frames as image files: PNG or JPEG on the host, JPEG on a GPU.
+
+Label ids stay PNG whatever the format: JPEG's loss turns ids into other ids.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import torch
+
+from segmentation.data.io import encode_png
+from segmentation.errors import UserError
+
+IMAGE_FORMATS = ("png", "jpg")
+LOSSLESS_KINDS = ("labelIds",)  # written as PNG whatever --image-format says
+
+
+def file_suffix(kind: str, image_format: str) -> str:
+    return ".png" if kind in LOSSLESS_KINDS else f".{image_format}"
+
+
+def encode_on_host(picture: np.ndarray, image_format: str, quality: int) -> bytes:
+    """(H, W) or (H, W, 3) RGB uint8 -> the bytes of a PNG or JPEG file. JPEG through OpenCV:
+    as fast as torchvision's CPU encoder (1.9 against 1.7 ms a 512x1024 frame), and not
+    deprecated."""
+    if image_format == "png":
+        return encode_png(picture)
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise UserError(f"cannot encode an array of shape {picture.shape} as JPEG")
+    return encoded.tobytes()
+
+
+def device_jpeg_available(device: torch.device) -> bool:
+    """Whether JPEGs can be encoded on `device` (torchvision's nvJPEG encoder, CUDA only)."""
+    if device.type != "cuda":
+        return False
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch.ops.image, "encode_jpegs_cuda")
+
+
+def encode_jpegs_on_device(pictures: torch.Tensor, quality: int) -> list[torch.Tensor]:
+    """(B, H, W, 3) uint8 RGB on a CUDA device -> B JPEG files' bytes, (N,) uint8 tensors on
+    the host: one batched nvJPEG call, so that only the small files cross to the host."""
+    from torchvision.io import encode_jpeg
+
+    planes = [picture.permute(2, 0, 1).contiguous() for picture in pictures]
+    with warnings.catch_warnings():
+        # torchvision 0.29 marks its image codecs deprecated (for TorchCodec); they still work.
+        warnings.simplefilter("ignore")
+        encoded = encode_jpeg(planes, quality=quality)
+    return [data.cpu() for data in encoded]
