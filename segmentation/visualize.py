@@ -54,7 +54,7 @@ class DeviceColors:
         palette = np.zeros((256, 3), np.uint8)  # indices without a class (255, ignored): black
         palette[: scheme.num_classes] = scheme.colors
         self.palette = torch.from_numpy(palette).to(device)
-        self.painted = self.palette.any(dim=1)
+        self.painted = (self.palette != 0).any(dim=1)
 
     def colorize(self, classes: torch.Tensor) -> torch.Tensor:
         """classes (B, H, W) integer -> (B, H, W, 3) uint8 RGB on their device."""
