@@ -47,14 +47,23 @@ def device_jpeg_available(device: torch.device) -> bool:
     return hasattr(torch.ops.image, "encode_jpegs_cuda")
 
 
-def encode_jpegs_on_device(pictures: torch.Tensor, quality: int) -> list[torch.Tensor]:
-    """(B, H, W, 3) uint8 RGB on a CUDA device -> B JPEG files' bytes, (N,) uint8 tensors on
-    the host: one batched nvJPEG call, so that only the small files cross to the host."""
+def encode_jpeg_on_device(picture: torch.Tensor, quality: int) -> bytes:
+    """(H, W, 3) uint8 RGB on a CUDA device -> a JPEG file's bytes, encoded there by nvJPEG:
+    only the small file crosses to the host. The call blocks until the file is there (nvJPEG
+    waits for its stream per image, also when given a list), so the writing threads make it,
+    not the thread that runs the model."""
     from torchvision.io import encode_jpeg
 
-    planes = [picture.permute(2, 0, 1).contiguous() for picture in pictures]
+    # A stream of this call's own: waiting for it does not wait for the model's next batch on
+    # the default stream. `picture` is finished already (the caller waited for its event).
+    stream = torch.cuda.Stream(picture.device)
+    with torch.cuda.stream(stream):
+        planes = picture.permute(2, 0, 1).contiguous()  # nvJPEG takes planar RGB
+    # torchvision's encoder runs on a stream of its own, which does not wait for the caller's:
+    # the planes must be finished before it starts.
+    stream.synchronize()
     with warnings.catch_warnings():
         # torchvision 0.29 marks its image codecs deprecated (for TorchCodec); they still work.
         warnings.simplefilter("ignore")
         encoded = encode_jpeg(planes, quality=quality)
-    return [data.cpu() for data in encoded]
+    return encoded.cpu().numpy().tobytes()

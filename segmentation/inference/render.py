@@ -3,9 +3,10 @@ files (PNG, or JPEG) or as one video.
 
 The work overlaps: image files decode in DataLoader workers and a video in a reader thread
 (both stack equally sized frames, so that pinned memory reaches the device without a copy),
-the model runs in the main thread. On a GPU the overlays and colour masks are made there too
-(and JPEGs encoded there), and only the uint8 pictures come back, without stopping the main
-thread (a non-blocking copy that the writing thread waits for); on the CPU the writing threads
+the model runs in the main thread. On a GPU the overlays and colour masks are made there too,
+and only the uint8 pictures come back, without stopping the main thread (a non-blocking copy
+that the writing thread waits for), or only JPEG files (the writing threads encode them on the
+GPU with nvJPEG, which blocks its caller per frame); on the CPU the writing threads
 take the classes and make the pictures with OpenCV, beside the next forward. The writing
 threads encode and write the files; for a video, the writer's thread takes their pictures in
 order and pipes them to ffmpeg.
@@ -34,11 +35,7 @@ from segmentation.data.frames import (
 )
 from segmentation.data.loading import make_loader, progress_bar
 from segmentation.errors import UserError
-from segmentation.inference.encode import (
-    IMAGE_FORMATS,
-    device_jpeg_available,
-    encode_jpegs_on_device,
-)
+from segmentation.inference.encode import IMAGE_FORMATS, device_jpeg_available
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions, drop_small_clusters_in_batch
 from segmentation.inference.sinks import FolderSink, FrameWork, VideoSink
@@ -288,8 +285,10 @@ class Renderer:
         dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
         # One batch at most (an image, a few): decoded here it costs what a worker's
         # decoding would, without forking workers first and ending them after.
-        workers = decode_workers(self.options.workers)
-        workers = workers if len(todo) > self.options.batch_size else 0
+        batches = -(-len(todo) // self.options.batch_size)
+        # No more workers than batches: each decodes whole batches, the others would idle.
+        workers = min(decode_workers(self.options.workers), batches)
+        workers = workers if batches > 1 else 0
         return make_loader(
             dataset,
             batch_size=self.options.batch_size,
@@ -357,8 +356,12 @@ class Renderer:
             pictures = self._device_pictures(on_device, classes, sink.kinds)
             needs_classes = any(kind not in pictures for kind in sink.kinds)
             host_classes, ready = _to_host(classes) if needs_classes else (None, None)
-            pictures, pictures_ready = _pictures_to_host(pictures)
-            ready = pictures_ready or ready
+            if self.jpeg_on_device:
+                # They stay on the GPU: the writing threads encode them there once made.
+                ready = copy_finished_event(on_device.device)
+            else:
+                pictures, pictures_ready = _pictures_to_host(pictures)
+                ready = pictures_ready or ready
         return [
             FrameWork(
                 image,
@@ -371,8 +374,8 @@ class Renderer:
 
     def _device_pictures(
         self, images: torch.Tensor, classes: torch.Tensor, kinds: list[str]
-    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """kind -> (B, H, W, 3) uint8 pictures on the device, or B JPEG files on the host."""
+    ) -> dict[str, torch.Tensor]:
+        """kind -> (B, H, W, 3) uint8 pictures on the device (none where made on the host)."""
         if not self.pictures_on_device:
             return {}
         pictures: dict = {}
@@ -384,11 +387,6 @@ class Renderer:
         if "overlay" in kinds:
             overlays = self.device_colors.overlay(images, classes, self.options.alpha, colors)
             pictures["overlay"] = overlays
-        if self.jpeg_on_device:
-            quality = self.options.jpeg_quality
-            pictures = {
-                kind: encode_jpegs_on_device(made, quality) for kind, made in pictures.items()
-            }
         return pictures
 
 
@@ -409,14 +407,11 @@ def _video_frames(video: Path) -> list[Frame]:
 
 
 def _pictures_to_host(
-    pictures: dict[str, torch.Tensor | list[torch.Tensor]],
-) -> tuple[dict[str, torch.Tensor | list[torch.Tensor]], torch.cuda.Event | None]:
-    """The device's pictures on the host (JPEG files already are), without waiting."""
-    moved: dict = {}
+    pictures: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+    """The device's pictures on the host, without waiting: and the event after the copies."""
+    moved: dict[str, torch.Tensor] = {}
     ready = None
     for kind, made in pictures.items():
-        if isinstance(made, list):
-            moved[kind] = made
-        else:
-            moved[kind], ready = _to_host(made)
+        moved[kind], ready = _to_host(made)
     return moved, ready

@@ -18,7 +18,7 @@ from segmentation.data.frames import Frame
 from segmentation.data.labels import LabelScheme
 from segmentation.errors import UserError
 from segmentation.files import write_atomically
-from segmentation.inference.encode import encode_on_host, file_suffix
+from segmentation.inference.encode import encode_jpeg_on_device, encode_on_host, file_suffix
 from segmentation.inference.video_writer import VideoWriter
 from segmentation.metrics import predictions_from_logits
 from segmentation.visualize import colorize, overlay
@@ -32,20 +32,21 @@ class FrameWork:
     # (H, W) uint8 class map on the host, the frame's logits (K, H, W) on the CPU (its classes
     # are taken in the writing thread), or None when the device made every picture asked for.
     classes: torch.Tensor | None
-    # kind -> made on the device: (H, W, 3) uint8 picture, or (N,) uint8 JPEG file bytes.
+    # kind -> (H, W, 3) uint8 picture made on the device: on the host, or still on the GPU
+    # for its JPEG encoder.
     pictures: dict[str, torch.Tensor] = field(default_factory=dict)
     ready: torch.cuda.Event | None = None  # passed when classes and pictures are on the host
 
 
 def make_pictures(
     work: FrameWork, kinds: list[str], scheme: LabelScheme, alpha: float
-) -> dict[str, np.ndarray | bytes]:
-    """kind -> (H, W[, 3]) uint8 picture, or the bytes of an encoded file."""
+) -> dict[str, np.ndarray | torch.Tensor]:
+    """kind -> (H, W[, 3]) uint8 picture: an array, or a tensor on a GPU (for nvJPEG)."""
     if work.ready is not None:
         work.ready.synchronize()
-    made: dict[str, np.ndarray | bytes] = {}
+    made: dict[str, np.ndarray | torch.Tensor] = {}
     for kind, picture in work.pictures.items():
-        made[kind] = picture.numpy().tobytes() if picture.dim() == 1 else picture.numpy()
+        made[kind] = picture if picture.is_cuda else picture.numpy()
     missing = [kind for kind in kinds if kind not in made]
     if not missing:
         return made
@@ -104,10 +105,12 @@ class FolderSink:
         def write() -> None:
             pictures = make_pictures(work, self.kinds, scheme, alpha)
             for kind, path in zip(self.kinds, self.paths(frame)):
-                data = pictures[kind]
-                if isinstance(data, np.ndarray):
+                picture = pictures[kind]
+                if isinstance(picture, torch.Tensor):  # on a GPU
+                    data = encode_jpeg_on_device(picture, self.jpeg_quality)
+                else:
                     image_format = file_suffix(kind, self.image_format)[1:]
-                    data = encode_on_host(data, image_format, self.jpeg_quality)
+                    data = encode_on_host(picture, image_format, self.jpeg_quality)
                 write_file_atomic(path, data)
 
         return write
