@@ -143,6 +143,21 @@ def test_odd_frame_sides_are_padded_to_even(checkpoint, frames_dir, tmp_path):
     assert len(frames) == 2 and frames[0].shape == (64, 128, 3)
 
 
+def test_frames_of_another_size_are_refused_leaving_no_video(
+    checkpoint, frames_dir, tmp_path, capsys
+):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    first, second = sorted(frames_dir.glob("*.png"))[:2]
+    cv2.imwrite(str(mixed / first.name), read_bgr(first))
+    cv2.imwrite(str(mixed / second.name), read_bgr(second)[:40, :100])
+    video = tmp_path / "out" / "mixed.mp4"
+    assert render(checkpoint, mixed, video) == 2
+    line = one_error_line(capsys)
+    assert "is 100x40 but the video's frames are 128x64" in line, line
+    assert leftovers(video.parent) == []
+
+
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [

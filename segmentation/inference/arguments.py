@@ -45,7 +45,9 @@ def add_prediction_arguments(
         "--workers",
         type=worker_count if workers == "auto" else int,
         default=worker_count(workers),
-        help=f"image-decoding processes (default {workers})",
+        help="image-decoding processes (default auto: every core but two, at least 1)"
+        if workers == "auto"
+        else f"image-decoding processes (default {workers})",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(

@@ -14,6 +14,7 @@ order and pipes them to ffmpeg.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -301,9 +302,19 @@ class Renderer:
         """Predict every decoded frame and hand it to the sink's writing jobs (for a video,
         their results to the writer, in order). Returns the indices of the frames decoded
         (readable or not)."""
-        options = self.options
         progress = progress_bar(total, "render", unit="frame")
         decoded: set[int] = set()
+        # A video's reader thread ends when its batches are closed: at the end, or on an error.
+        with contextlib.closing(batches) if hasattr(batches, "close") else contextlib.nullcontext():
+            self._render_batches(batches, sink, frame_at, report, progress, decoded)
+        progress.close()
+        return decoded
+
+    def _render_batches(
+        self, batches, sink, frame_at, report: RenderReport, progress, decoded: set[int]
+    ) -> None:
+        """_render's loop: predictions in the main thread, writing jobs in a thread pool."""
+        options = self.options
         writers = min(8, max(2, (os.cpu_count() or 2) // 2))
         style = (self.trained.scheme, options.alpha)
         with ThreadPoolExecutor(max_workers=writers) as pool:
@@ -327,8 +338,6 @@ class Renderer:
                     pending.popleft().result()
             for future in pending:
                 future.result()
-        progress.close()
-        return decoded
 
     def _predict(self, images: torch.Tensor, sink) -> list[FrameWork]:
         """uint8 (B, 3, H, W) -> each frame's FrameWork: its class map on the host at the
