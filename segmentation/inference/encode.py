@@ -5,6 +5,7 @@ Label ids stay PNG whatever the format: JPEG's loss turns ids into other ids.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import cv2
@@ -36,15 +37,17 @@ def encode_on_host(picture: np.ndarray, image_format: str, quality: int) -> byte
     return encoded.tobytes()
 
 
+@functools.cache
 def device_jpeg_available(device: torch.device) -> bool:
-    """Whether JPEGs can be encoded on `device` (torchvision's nvJPEG encoder, CUDA only)."""
+    """Whether JPEGs can be encoded on `device`: torchvision's nvJPEG encoder, CUDA only, and
+    only in builds that have it (tried once on a tiny picture; elsewhere OpenCV encodes)."""
     if device.type != "cuda":
         return False
     try:
-        import torchvision.io  # noqa: F401
-    except ImportError:
+        encode_jpeg_on_device(torch.zeros((8, 8, 3), dtype=torch.uint8, device=device), 90)
+    except (ImportError, RuntimeError):
         return False
-    return hasattr(torch.ops.image, "encode_jpegs_cuda")
+    return True
 
 
 def encode_jpeg_on_device(picture: torch.Tensor, quality: int) -> bytes:
