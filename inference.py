@@ -4,10 +4,14 @@
         --input data/sample_cityscapes/leftImg8bit/demoVideo/stuttgart_00 --output renders/s00
     python inference.py --checkpoint best.pt --input 'frames/*.png' --output out --save color
     python inference.py --checkpoint best.pt --input drive.mp4 --output out
+    python inference.py --checkpoint best.pt --input drive.mp4 --output drive_overlay.mp4
+    python inference.py --checkpoint best.pt --input frames --output out --image-format jpg
     python inference.py --checkpoint best.pt --export-onnx model.onnx
 
-One PNG per frame and kind, named after the input (stuttgart_00_000000_000001_leftImg8bit.png
--> stuttgart_00_000000_000001_overlay.png). Frames already rendered are skipped.
+One PNG (or JPEG: --image-format jpg) per frame and kind, named after the input
+(stuttgart_00_000000_000001_leftImg8bit.png -> stuttgart_00_000000_000001_overlay.png); frames
+already rendered are skipped. An --output ending in .mp4 or .mkv is one H.264 video of one
+kind instead (the overlay, or --save color), at the input video's frame rate or --fps.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pathlib import Path
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
 from segmentation.inference.arguments import add_prediction_arguments, prediction_options
+from segmentation.inference.encode import IMAGE_FORMATS
 from segmentation.inference.render import SAVE_KINDS
+from segmentation.inference.video_writer import DEFAULT_FPS
 
 logger = logging.getLogger("segmentation")
 
@@ -28,14 +34,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_prediction_arguments(parser, batch_size=4)
+    add_prediction_arguments(parser, batch_size=4, workers="auto")
     parser.add_argument(
         "--input", help="a folder of frames, a quoted glob pattern, an image, or a video"
     )
-    parser.add_argument("--output", type=Path, help="folder for the rendered PNGs")
+    parser.add_argument(
+        "--output", type=Path, help="folder for the rendered frames, or a video: NAME.mp4/.mkv"
+    )
     parser.add_argument("--save", nargs="+", choices=SAVE_KINDS, default=["overlay"])
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
-    parser.add_argument("--overwrite", action="store_true", help="render frames already done")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="render frames already done; replace a video"
+    )
+    parser.add_argument(
+        "--image-format",
+        choices=IMAGE_FORMATS,
+        default="png",
+        help="file format of overlays and colour masks (labelIds stay PNG: lossless ids)",
+    )
+    parser.add_argument("--jpeg-quality", type=int, default=90, help="1 to 100, for jpg")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        help=f"frame rate of a video --output (default: the input video's, else {DEFAULT_FPS:g})",
+    )
+    parser.add_argument("--crf", type=int, default=18, help="H.264 quality: 0 lossless .. 51")
+    parser.add_argument(
+        "--preset", default="veryfast", help="libx264 preset: ultrafast .. veryslow"
+    )
     parser.add_argument("--export-onnx", type=Path, metavar="FILE", help="write an ONNX model")
     return parser
 
@@ -48,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.devices import resolve_device
         from segmentation.inference.model import load_trained_model
         from segmentation.inference.render import Renderer, RenderOptions
+        from segmentation.inference.video_writer import VideoOptions
 
         if bool(args.input) != bool(args.output) or not (args.input or args.export_onnx):
             raise UserError(
@@ -71,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 workers=args.workers,
                 overwrite=args.overwrite,
+                image_format=args.image_format,
+                jpeg_quality=args.jpeg_quality,
+                video=VideoOptions(fps=args.fps, crf=args.crf, preset=args.preset),
             )
             renderer = Renderer(trained, options)
             renderer.frames(args.input, args.output)

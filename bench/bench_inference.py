@@ -1,15 +1,17 @@
 """Inference: inference.py's Renderer frames/s against a bare forward of the same model.
 
 Ours: Renderer.run, what inference.py runs once it has loaded the checkpoint (frames decoded in
-DataLoader workers, normalized on the device, forward, probabilities, argmax, overlay PNGs
-encoded in a thread pool), over N 512x1024 PNG frames, with a checkpoint in train.py's format
-(an FPN-resnet18 by default, config data.image_size 512x1024, so no resizing). Reference: the
-same model's forward on the same frames, already decoded, normalized and on the device, in
-batches of the Renderer's size. The two take turns in one process. Target: >= 0.85 of the bare
-frames/s. Then where the time goes: each stage of a frame on its own, in ms per frame.
+DataLoader workers, normalized on the device, forward, argmax, overlays made and written), over
+N 512x1024 PNG frames, with a checkpoint in train.py's format (an FPN-resnet18 by default,
+config data.image_size 512x1024, so no resizing), for each output: overlay PNGs, overlay JPEGs
+(--image-format jpg) and one mp4 (--output NAME.mp4, libx264). Reference: the same model's
+forward on the same frames, already decoded, normalized and on the device, in batches of the
+Renderer's size. They take turns in one process. Targets: PNGs >= 0.85 of the bare frames/s on
+a CPU; the mp4 >= 0.90 on a CPU (FPN-resnet18 at 256x512: --size 256x512), >= 0.5 on a GPU.
+Then where the time goes: each stage of a frame on its own, in ms per frame.
 
     python bench/bench_inference.py [--device cuda] [--quick] [--frames 12] [--backbone resnet18]
-        [--batch-size 4 --workers 2] [--json out.json]
+        [--size 256x512] [--outputs png jpg mp4] [--batch-size 4 --workers auto] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/NAME.py`
@@ -46,12 +49,15 @@ from segmentation.data.build import scheme_for
 from segmentation.data.frames import find_frames
 from segmentation.data.io import read_rgb, write_png
 from segmentation.devices import native_bf16, resolve_device
+from segmentation.inference.arguments import worker_count
+from segmentation.inference.encode import encode_on_host
 from segmentation.inference.model import TrainedModel, load_trained_model
 from segmentation.inference.predict import ViewMerger, probabilities_from_logits
-from segmentation.inference.render import Renderer, RenderOptions
+from segmentation.inference.render import Renderer, RenderOptions, decode_workers
+from segmentation.inference.sinks import FrameWork
 from segmentation.models import model_from_config, required_input_multiple
 from segmentation.sample import generate_cityscapes
-from segmentation.visualize import overlay
+from segmentation.visualize import DeviceColors, overlay
 
 # On a CPU the model is most of a frame's time: the Renderer is held against a bare forward,
 # and bf16 must pay off. On a GPU the forward is a few percent of it (an H200: 1.5 ms of a
@@ -60,6 +66,10 @@ from segmentation.visualize import overlay
 TARGET = ">= 0.85"
 PIPELINE_TARGET = ">= 0.85"
 BF16_SPEEDUP_TARGET = ">= 2.0"
+# Straight into a video, the host's PNG costs are gone: the whole command close to the forward
+# on a CPU, half of it at least on a GPU (where libx264 is the host's share of the work).
+VIDEO_TARGETS = {"cpu": ">= 0.90", "cuda": ">= 0.5"}
+OUTPUTS = ("png", "jpg", "mp4")
 
 
 def judged_on(device: str, target: str, where: str) -> str:
@@ -85,8 +95,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="frames rendered, a multiple of 3 (default 24, --quick 12; on cuda 48, --quick 24)",
     )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument(
+        "--workers", type=worker_count, default=defaults.workers, help="a number, or auto"
+    )
     parser.add_argument("--save", nargs="+", default=defaults.save, help="as inference.py's")
+    parser.add_argument(
+        "--outputs",
+        nargs="+",
+        choices=OUTPUTS,
+        default=list(OUTPUTS),
+        help="png, jpg: frames in a folder; mp4: one video of the first --save kind",
+    )
     parser.add_argument("--rounds", type=int, help="timed runs of each (default 3; --quick 2)")
     args = parser.parse_args(argv)
     # Throughput is what is compared: enough frames that a run's fixed costs (forking the
@@ -154,9 +173,9 @@ def without_model(renderer: Renderer) -> Renderer:
     """The Renderer with its model taken out (class maps of zeros): decoding, overlays, PNG
     encoding and writing only, the floor that the CPU's share of the work sets."""
 
-    def no_model(images: torch.Tensor) -> tuple[torch.Tensor, None]:
-        batch, _, height, width = images.shape
-        return torch.zeros(batch, height, width, dtype=torch.uint8), None
+    def no_model(images: torch.Tensor, sink) -> list[FrameWork]:
+        _, _, height, width = images.shape
+        return [FrameWork(image, torch.zeros(height, width, dtype=torch.uint8)) for image in images]
 
     renderer._predict = no_model
     return renderer
@@ -169,6 +188,7 @@ def stage_breakdown(
     (the Renderer overlaps decoding and writing with the model; here nothing overlaps)."""
     stages: dict[str, list[float]] = {}
     device = trained.device
+    colors = DeviceColors(trained.scheme, device)
 
     def clock(name: str, function: Callable[[], object]) -> object:
         synchronize(device)
@@ -199,11 +219,19 @@ def stage_breakdown(
                 if kind != "overlay":
                     continue  # colour and labelIds maps are cheaper lookups than an overlay
                 picture = clock(
-                    "overlay",
+                    "overlay (OpenCV, host)",
                     lambda i=image, c=class_map: overlay(i, c, trained.scheme, options.alpha),
+                )
+                # The GPU path's overlay, timed on this device (on a CPU: the CPU's tensors).
+                clock(
+                    f"overlay (tensor ops on {device.type}, to host)",
+                    lambda t=tensor, c=classes: colors.overlay(
+                        t.to(device), c.to(device), options.alpha
+                    ).cpu(),
                 )
                 target = folder / f"{index}_{kind}.png"
                 clock("PNG encode + write", lambda p=picture, t=target: write_png(t, p))
+                clock("JPEG encode (q90, OpenCV)", lambda p=picture: encode_on_host(p, "jpg", 90))
     return [(name, statistics.mean(values)) for name, values in stages.items()]
 
 
@@ -219,9 +247,9 @@ def timing_predict(renderer: Renderer, spent: list[float]) -> None:
     host) of this one instance into `spent`: how much of a run is the model's part."""
     predict = renderer._predict
 
-    def timed_predict(images: torch.Tensor):
+    def timed_predict(images: torch.Tensor, sink):
         start = time.perf_counter()
-        classes = predict(images)
+        classes = predict(images, sink)
         spent.append(time.perf_counter() - start)
         return classes
 
@@ -266,6 +294,15 @@ def run(args: argparse.Namespace) -> dict:
             render = renderer_run(Renderer(trained, options), pattern, folder, spent)
             sides[f"renderer{suffix}"] = with_cpu(f"renderer{suffix}", render)
             sides[f"bare{suffix}"] = with_cpu(f"bare{suffix}", bare)
+        # The float32 model's other outputs: JPEG frames, one video.
+        for output in args.outputs:
+            if output == "png":
+                continue
+            formats = {"image_format": "jpg"} if output == "jpg" else {}
+            renderer = Renderer(trained_float32(trained, checkpoint), replace(options, **formats))
+            target = "renders.mp4" if output == "mp4" else "renders_jpg"
+            render = renderer_run(renderer, pattern, folder, [], target)
+            sides[f"renderer_{output}"] = with_cpu(f"renderer_{output}", render)
         floor = without_model(Renderer(trained, options))
         sides["pipeline"] = with_cpu("pipeline", renderer_run(floor, pattern, folder, []))
         # A GPU's first batch of each size times cudnn's kernels: warm up there; a CPU has no
@@ -277,11 +314,13 @@ def run(args: argparse.Namespace) -> dict:
             load_trained_model(checkpoint, device), sample, options, folder / "stages"
         )
     rows = result_rows(args, len(paths), seconds, cpu if device.type == "cpu" else None)
+    rows += output_rows(args, len(paths), seconds)
     rows += bf16_rows(args, len(paths), seconds) if bf16 else []
     if not bf16:
         print(f"bf16 rows skipped: {bf16_why} (bf16 would be emulated, slower than float32)\n")
     details = {
         "bf16": bf16_why,
+        "decode_workers": decode_workers(args.workers),
         "seconds": seconds,
         "cpu_seconds": cpu,
         "renderer_seconds_in_predict": predict_seconds,
@@ -297,14 +336,28 @@ def run(args: argparse.Namespace) -> dict:
     return record
 
 
-def renderer_run(renderer: Renderer, pattern: str, folder: Path, predict_seconds: list):
-    """One run of the Renderer over the frames, recording its time in _predict."""
+def trained_float32(trained: TrainedModel, checkpoint: Path) -> TrainedModel:
+    """The float32 model: `trained` when it is, else loaded again."""
+    if trained.amp == "off":
+        return trained
+    return load_trained_model(checkpoint, trained.device, amp="off")
+
+
+def renderer_run(
+    renderer: Renderer,
+    pattern: str,
+    folder: Path,
+    predict_seconds: list,
+    output: str = "renders",
+):
+    """One run of the Renderer over the frames into folder/output (a video when it ends in
+    .mp4), recording its time in _predict."""
     spent: list[float] = []
     timing_predict(renderer, spent)
 
     def render() -> None:
         spent.clear()
-        renderer.run(pattern, folder / "renders")
+        renderer.run(pattern, folder / output)
         predict_seconds.append(sum(spent))
 
     return render
@@ -325,6 +378,30 @@ def frames_row(
         note=f"{note}per-round ratio {low:.3f}..{high:.3f}",
         paired=paired_ratio(seconds[reference], seconds[ours]),
     )
+
+
+def output_rows(args, count: int, seconds: dict) -> list[Result]:
+    """The whole command writing JPEG frames or one mp4, against the bare float32 forward."""
+    model = f"{args.arch.upper()}-{args.backbone}"
+    rows = []
+    for output in args.outputs:
+        if output == "png":
+            continue
+        what = "JPEG frames (q90)" if output == "jpg" else f"one mp4 ({args.save[0]}, libx264)"
+        target = VIDEO_TARGETS.get(args.device, "") if output == "mp4" else ""
+        rows.append(
+            frames_row(
+                f"inference {model} {args.size} b{args.batch_size}: Renderer to {what} "
+                "vs bare forward",
+                seconds,
+                f"renderer_{output}",
+                "bare",
+                count,
+                target,
+                "wall clock; ",
+            )
+        )
+    return rows
 
 
 def bf16_rows(args, count: int, seconds: dict) -> list[Result]:
@@ -359,7 +436,8 @@ def result_rows(args, count: int, seconds: dict, cpu: dict | None) -> list[Resul
             "bare",
             count,
             judged_on(args.device, TARGET, "cpu"),
-            f"{count} frames x {args.rounds} rounds, {args.workers} decode workers, "
+            f"{count} frames x {args.rounds} rounds, "
+            f"{decode_workers(args.workers)} decode workers, "
             f"save {' '.join(args.save)}, wall clock; ",
         ),
         # Where the model is fast (a GPU), decoding and PNG encoding set the pace: the model's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from segmentation.data.labels import LabelScheme
 
@@ -41,3 +42,38 @@ def overlay(
     unpainted = np.ones(256, np.uint8)
     unpainted[: scheme.num_classes] = ~scheme.colors.any(axis=1)
     return cv2.copyTo(image, cv2.LUT(classes, unpainted), blended)
+
+
+class DeviceColors:
+    """colorize and overlay as tensor operations on any device: on a GPU the frames are
+    coloured and blended where the class maps are, and only the finished uint8 pictures cross
+    to the host. On the CPU the OpenCV functions above are faster (measured in
+    bench/bench_inference.py's stage table): the Renderer uses these on GPUs only."""
+
+    def __init__(self, scheme: LabelScheme, device: torch.device) -> None:
+        palette = np.zeros((256, 3), np.uint8)  # indices without a class (255, ignored): black
+        palette[: scheme.num_classes] = scheme.colors
+        self.palette = torch.from_numpy(palette).to(device)
+        self.painted = (self.palette != 0).any(dim=1)
+
+    def colorize(self, classes: torch.Tensor) -> torch.Tensor:
+        """classes (B, H, W) integer -> (B, H, W, 3) uint8 RGB on their device."""
+        return self.palette[classes.long()]
+
+    def overlay(
+        self,
+        images: torch.Tensor,
+        classes: torch.Tensor,
+        alpha: float,
+        colors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """images (B, 3, H, W) uint8 RGB and classes (B, H, W) on one device -> (B, H, W, 3)
+        uint8: `overlay` of each, within 1 per channel (float32 rounding here, OpenCV's
+        addWeighted there)."""
+        if colors is None:
+            colors = self.colorize(classes)
+        pixels = images.permute(0, 2, 3, 1)
+        blended = pixels.float().mul_(1.0 - alpha).add_(colors.float().mul_(alpha))
+        blended = blended.round_().clamp_(0, 255).to(torch.uint8)
+        painted = self.painted[classes.long()].unsqueeze(-1)
+        return torch.where(painted, blended, pixels)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import glob
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
 from segmentation.data.io import IMAGE_SUFFIXES, read_rgb
 from segmentation.errors import UserError
@@ -123,8 +126,10 @@ class FrameFiles(Dataset):
             return _item(index, None, str(error))
 
 
-class VideoFrames(IterableDataset):
-    """The frames of a video file, decoded in order by one worker (or the main process)."""
+class VideoReader:
+    """The frames of a video file, decoded in order by a thread into a bounded queue of
+    batches. A thread, not a DataLoader worker process: a video decodes sequentially anyway,
+    OpenCV's decoder releases the GIL, and the batches need no copy between processes."""
 
     def __init__(self, path: Path, skip: set[int] | None = None) -> None:
         self.path = Path(path)
@@ -133,16 +138,66 @@ class VideoFrames(IterableDataset):
         if not capture.isOpened():
             raise UserError(f"cannot open video {path}: the file is missing or not a video")
         self.count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)  # 0: the container says none
         capture.release()
 
-    def __iter__(self):
-        info = get_worker_info()
-        if info is not None and info.id > 0:
-            return  # a video decodes sequentially: one worker does it all
+    def batches(
+        self,
+        batch_size: int,
+        collate: Callable[[list[dict]], dict],
+        *,
+        pin_memory: bool = False,
+        depth: int = 4,
+    ) -> Iterator[dict]:
+        """collate(items) of each `batch_size` frames in order (items as FrameFiles gives
+        them), at most `depth` batches decoded ahead; pinned for a GPU's copies if asked."""
+        ready: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        end = object()
+
+        def hand_over(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def decode() -> None:
+            try:
+                items: list[dict] = []
+                for item in self._frames(stop):
+                    items.append(item)
+                    if len(items) == batch_size:
+                        if not hand_over(_pinned(collate(items), pin_memory)):
+                            return
+                        items = []
+                if items:
+                    hand_over(_pinned(collate(items), pin_memory))
+                hand_over(end)
+            except BaseException as error:  # raised again in the consuming thread
+                hand_over(error)
+
+        thread = threading.Thread(target=decode, name="video-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                batch = ready.get()
+                if batch is end:
+                    return
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield batch
+        finally:
+            stop.set()
+            thread.join()
+
+    def _frames(self, stop: threading.Event) -> Iterator[dict]:
         capture = cv2.VideoCapture(str(self.path))
         index = 0
         try:
-            while True:
+            while not stop.is_set():
                 ok, bgr = capture.read()
                 if not ok:
                     break
@@ -151,6 +206,13 @@ class VideoFrames(IterableDataset):
                 index += 1
         finally:
             capture.release()
+
+
+def _pinned(batch: dict, pin_memory: bool) -> dict:
+    if pin_memory:
+        for group in batch["groups"]:
+            group["image"] = group["image"].pin_memory()
+    return batch
 
 
 def video_frame_name(path: Path, index: int) -> str:

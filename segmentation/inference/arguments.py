@@ -11,7 +11,19 @@ from segmentation.errors import UserError
 from segmentation.inference.predict import MERGES, TTA_MODES, PredictionOptions, parse_scales
 
 
-def add_prediction_arguments(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
+def worker_count(text: str) -> int | None:
+    """--workers: a number, or "auto" (None: the command picks)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or auto, got '{text}'") from None
+
+
+def add_prediction_arguments(
+    parser: argparse.ArgumentParser, *, batch_size: int, workers: str = "2"
+) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a .pt file of train.py")
     parser.add_argument("--tta", choices=TTA_MODES, default="none")
     parser.add_argument("--scales", default="0.75,1.0,1.25", help="for --tta multiscale")
@@ -29,7 +41,14 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, *, batch_size: int
         help="give regions smaller than NxN pixels their next most likely class",
     )
     parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    parser.add_argument(
+        "--workers",
+        type=worker_count if workers == "auto" else int,
+        default=worker_count(workers),
+        help="image-decoding processes (default auto: every core but two, at least 1)"
+        if workers == "auto"
+        else f"image-decoding processes (default {workers})",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--amp",
@@ -45,7 +64,8 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, *, batch_size: int
 
 def prediction_options(args: argparse.Namespace) -> PredictionOptions:
     """The parsed flags as prediction options, after checking the numbers they carry."""
-    if args.batch_size < 1 or args.workers < 0 or args.drop_clusters < 0:
+    workers = 0 if args.workers is None else args.workers  # None: auto
+    if args.batch_size < 1 or workers < 0 or args.drop_clusters < 0:
         raise UserError("--batch-size must be 1 or more, --workers and --drop-clusters 0 or more")
     return PredictionOptions(
         tta=args.tta,

@@ -1,13 +1,20 @@
-"""Rendering predictions for a sequence of frames: overlays, colour masks, label ids.
+"""Rendering predictions for a sequence of frames: overlays, colour masks, label ids, as image
+files (PNG, or JPEG) or as one video.
 
-The work overlaps: frames decode in DataLoader workers (which also stack equally sized frames,
-so that pinned memory reaches the device without a copy), the model runs in the main thread,
-and the class maps come back to the host without stopping it (on a GPU, a non-blocking copy
-that the writing thread waits for); colouring, blending and PNG encoding run in a thread pool.
+The work overlaps: image files decode in DataLoader workers and a video in a reader thread
+(both stack equally sized frames, so that pinned memory reaches the device without a copy),
+the model runs in the main thread. On a GPU the overlays and colour masks are made there too,
+and only the uint8 pictures come back, without stopping the main thread (a non-blocking copy
+that the writing thread waits for), or only JPEG files (the writing threads encode them on the
+GPU with nvJPEG, which blocks its caller per frame); on the CPU the writing threads
+take the classes and make the pictures with OpenCV, beside the next forward. The writing
+threads encode and write the files; for a video, the writer's thread takes their pictures in
+order and pipes them to ffmpeg.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -16,31 +23,37 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segmentation.data.dataset import collate_size_groups
 from segmentation.data.frames import (
     Frame,
     FrameFiles,
-    VideoFrames,
+    VideoReader,
     find_frames,
     is_video,
     video_frame_name,
 )
-from segmentation.data.io import encode_png
-from segmentation.data.labels import LabelScheme
 from segmentation.data.loading import make_loader, progress_bar
 from segmentation.errors import UserError
-from segmentation.files import write_atomically
+from segmentation.inference.encode import IMAGE_FORMATS, device_jpeg_available
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions, drop_small_clusters_in_batch
-from segmentation.metrics import predictions_from_logits
-from segmentation.visualize import colorize, overlay
+from segmentation.inference.sinks import FolderSink, FrameWork, VideoSink
+from segmentation.inference.video_writer import (
+    DEFAULT_FPS,
+    VideoOptions,
+    VideoWriter,
+    check_video_options,
+    is_video_output,
+    sigterm_interrupts,
+)
+from segmentation.visualize import DeviceColors
 
 logger = logging.getLogger(__name__)
 
 SAVE_KINDS = ("overlay", "color", "labelIds")
+PICTURE_KINDS = ("overlay", "color")  # the kinds a device can make, JPEG and video can hold
 
 
 @dataclass
@@ -49,8 +62,14 @@ class RenderOptions:
     alpha: float = 0.5
     prediction: PredictionOptions = field(default_factory=PredictionOptions)
     batch_size: int = 4
-    workers: int = 2
+    workers: int | None = None  # image-decoding processes; None: decode_workers()
     overwrite: bool = False
+    image_format: str = "png"  # png | jpg, for overlays and colour masks in a folder
+    jpeg_quality: int = 90
+    video: VideoOptions = field(default_factory=VideoOptions)  # for an .mp4/.mkv output
+    # Colour and blend on the model's device: None on a GPU (where it pays) and not on the
+    # CPU, where OpenCV in the writing threads beside the forward is faster.
+    pictures_on_device: bool | None = None
 
 
 @dataclass
@@ -65,14 +84,24 @@ class RenderReport:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
 
-def output_paths(output: Path, frame: Frame, kinds: list[str]) -> list[Path]:
-    return [output / f"{frame.name}_{kind}.png" for kind in kinds]
+def decode_workers(requested: int | None) -> int:
+    """`requested`, or by default every core but two: one for the main process (batches to the
+    device, the model, the pictures made there), one for the writing (the threads' encoding,
+    or ffmpeg's); the rest decode, the costliest host stage of an image frame (a 512x1024
+    PNG: 14 ms, against 1.5 ms of an H200's forward). At least one."""
+    if requested is not None:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 2)
 
 
-def _video_frames(video: Path) -> list[Frame]:
-    return [
-        Frame(video_frame_name(video, index), None) for index in range(VideoFrames(video).count)
-    ]
+def output_paths(
+    output: Path, frame: Frame, kinds: list[str], image_format: str = "png"
+) -> list[Path]:
+    return FolderSink(Path(output), kinds, image_format).paths(frame)
 
 
 def collate_frames(items: list[dict]) -> dict:
@@ -82,47 +111,6 @@ def collate_frames(items: list[dict]) -> dict:
     readable = [item for item in readable if item["image"] is not None]
     errors = [(item["index"], item["error"]) for item in items if item["image"] is None]
     return {"groups": collate_size_groups(readable), "errors": errors}
-
-
-def _write_png_atomic(path: Path, array: np.ndarray) -> None:
-    """A render killed mid-write leaves no truncated PNG that the next run would take for a
-    finished frame."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda handle: handle.write(encode_png(array)), sync=False)
-    except OSError as error:
-        raise UserError(
-            f"cannot write {path} ({error.strerror or error}): free disk space or check that "
-            "the folder is writable"
-        ) from None
-
-
-def _write_outputs(
-    image: torch.Tensor,
-    classes: torch.Tensor,
-    ready: torch.cuda.Event | None,
-    paths: list[Path],
-    kinds: list[str],
-    scheme: LabelScheme,
-    alpha: float,
-) -> None:
-    """image (3, H, W) uint8 RGB; classes (H, W) uint8 on the host once `ready` has passed,
-    or the frame's logits (K, H, W) on the CPU, whose classes are taken here."""
-    if ready is not None:
-        ready.synchronize()
-    if classes.dim() == 3:
-        with torch.inference_mode():
-            classes = predictions_from_logits(classes[None])[0].to(torch.uint8)
-    class_map = classes.numpy()
-    colors = colorize(class_map, scheme) if {"overlay", "color"} & set(kinds) else None
-    for kind, path in zip(kinds, paths):
-        if kind == "overlay":
-            rgb = image.permute(1, 2, 0).numpy()
-            _write_png_atomic(path, overlay(rgb, class_map, scheme, alpha, colors=colors))
-        elif kind == "color":
-            _write_png_atomic(path, colors)
-        else:
-            _write_png_atomic(path, scheme.to_label_ids(class_map))
 
 
 def _to_host(classes: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -188,34 +176,66 @@ class Renderer:
             )
         if not 0.0 <= options.alpha <= 1.0:
             raise UserError(f"--alpha must be within 0 and 1, got {options.alpha}")
+        if options.image_format not in IMAGE_FORMATS:
+            raise UserError(
+                f"unknown --image-format {options.image_format}: use {' or '.join(IMAGE_FORMATS)}"
+            )
+        if not 1 <= options.jpeg_quality <= 100:
+            raise UserError(f"--jpeg-quality must be within 1 and 100, got {options.jpeg_quality}")
+        if options.workers is not None and options.workers < 0:
+            raise UserError(f"--workers must be 0 or more, got {options.workers}")
+        check_video_options(options.video)
         self.trained = trained
         self.options = options
+        on_device = options.pictures_on_device
+        self.pictures_on_device = trained.device.type != "cpu" if on_device is None else on_device
+        self.device_colors = DeviceColors(trained.scheme, trained.device)
+        jpeg = options.image_format == "jpg"
+        self.jpeg_on_device = jpeg and device_jpeg_available(trained.device)
 
     def frames(self, source: str, output: Path) -> list[Frame]:
         """The frames of `source`, once `output` is known to be a place for their renders;
         inference.py calls it before a long ONNX export too."""
         video = Path(source) if is_video(source) else None
         frames = _video_frames(video) if video is not None else find_frames(source)
-        check_output_outside_input(source, frames, Path(output))
+        if is_video_output(output):
+            self._check_video_output(Path(output))
+        else:
+            check_output_outside_input(source, frames, Path(output))
         return frames
+
+    def _check_video_output(self, output: Path) -> None:
+        kinds = self.options.save
+        if len(kinds) != 1 or kinds[0] not in PICTURE_KINDS:
+            raise UserError(
+                f"a video --output ({output.name}) holds one kind of picture, overlay or color; "
+                f"got --save {' '.join(kinds)}: choose one, or render to a folder"
+                + (" (label ids need lossless PNGs)" if "labelIds" in kinds else "")
+            )
+        if self.options.image_format != "png":
+            raise UserError(
+                "--image-format is for frames written to a folder; a video --output is H.264: "
+                "leave it out, or give a folder as --output"
+            )
+        VideoWriter.check_output(output, overwrite=self.options.overwrite)
 
     def run(self, source: str, output: Path) -> RenderReport:
         output = Path(output)
         video = Path(source) if is_video(source) else None
         frames = self.frames(source, output)
+        if is_video_output(output):
+            return self._run_to_video(video, frames, output)
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(
                 f"cannot create output folder {output} ({error.strerror}): choose another --output"
             ) from None
+        options = self.options
+        sink = FolderSink(output, options.save, options.image_format, options.jpeg_quality)
         done = set()
-        if not self.options.overwrite:
-            done = {
-                index
-                for index, frame in enumerate(frames)
-                if all(path.is_file() for path in output_paths(output, frame, self.options.save))
-            }
+        if not options.overwrite:
+            done = {index for index, frame in enumerate(frames) if sink.is_done(frame)}
         report = RenderReport(skipped_done=len(done))
         if frames and len(frames) == len(done):
             logger.info(
@@ -224,31 +244,52 @@ class Renderer:
                 output,
             )
             return report
-
-        def frame_at(index: int) -> Frame:
-            # A video's frame count in its container may be short: later names from the index.
-            if video is not None and index >= len(frames):
-                return Frame(video_frame_name(video, index), None)
-            return frames[index]
-
         started = time.perf_counter()
-        loader = self._loader(frames, video, done)
-        decoded = self._render(loader, len(frames) - len(done), output, frame_at, report)
+        batches = self._batches(frames, video, done)
+        frame_at = _frame_lookup(frames, video)
+        decoded = self._render(batches, len(frames) - len(done), sink, frame_at, report)
         if video is not None:
             check_every_frame_read(video, len(frames), done | decoded, output)
         report.seconds = time.perf_counter() - started
         return report
 
-    def _loader(self, frames: list[Frame], video: Path | None, done: set[int]):
+    def _run_to_video(self, video: Path | None, frames: list[Frame], output: Path) -> RenderReport:
+        """Every frame, in order, into one video file (nothing is skipped: a video is made
+        whole or not at all)."""
+        fps = self.options.video.fps
+        if fps is None:
+            fps = VideoReader(video).fps if video is not None else 0.0
+            fps = fps if fps > 0 else DEFAULT_FPS
+        report = RenderReport()
+        started = time.perf_counter()
+        writer = VideoWriter(output, fps, self.options.video, overwrite=self.options.overwrite)
+        with sigterm_interrupts(), writer:
+            sink = VideoSink(writer, self.options.save[0])
+            batches = self._batches(frames, video, set())
+            decoded = self._render(batches, len(frames), sink, _frame_lookup(frames, video), report)
         if video is not None:
-            dataset = VideoFrames(video, skip=done)
-            workers = min(self.options.workers, 1)  # a video decodes in order
-        else:
-            todo = [index for index in range(len(frames)) if index not in done]
-            dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
-            # One batch at most (an image, a few): decoded here it costs what a worker's
-            # decoding would, without forking workers first and ending them after.
-            workers = self.options.workers if len(todo) > self.options.batch_size else 0
+            check_every_frame_read(video, len(frames), decoded, output)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _batches(self, frames: list[Frame], video: Path | None, done: set[int]):
+        """Batches of decoded frames, as collate_frames makes them, in order."""
+        if video is not None:
+            reader = VideoReader(video, skip=done)
+            pin = self.trained.device.type == "cuda"
+            return reader.batches(self.options.batch_size, collate_frames, pin_memory=pin)
+        return self._loader(frames, video, done)
+
+    def _loader(self, frames: list[Frame], video: Path | None, done: set[int]):
+        """A DataLoader of the image files not done."""
+        todo = [index for index in range(len(frames)) if index not in done]
+        dataset = torch.utils.data.Subset(FrameFiles(frames), todo)
+        # One batch at most (an image, a few): decoded here it costs what a worker's
+        # decoding would, without forking workers first and ending them after.
+        batches = -(-len(todo) // self.options.batch_size)
+        # No more workers than batches: each decodes whole batches, the others would idle.
+        workers = min(decode_workers(self.options.workers), batches)
+        workers = workers if batches > 1 else 0
         return make_loader(
             dataset,
             batch_size=self.options.batch_size,
@@ -257,25 +298,36 @@ class Renderer:
             collate_fn=collate_frames,
         )
 
-    def _render(self, loader, total: int, output: Path, frame_at, report: RenderReport) -> set[int]:
-        """Predict every decoded frame and hand its PNGs to the writing threads. Returns the
-        indices of the frames decoded (readable or not)."""
-        options = self.options
+    def _render(self, batches, total: int, sink, frame_at, report: RenderReport) -> set[int]:
+        """Predict every decoded frame and hand it to the sink's writing jobs (for a video,
+        their results to the writer, in order). Returns the indices of the frames decoded
+        (readable or not)."""
         progress = progress_bar(total, "render", unit="frame")
         decoded: set[int] = set()
+        # A video's reader thread ends when its batches are closed: at the end, or on an error.
+        with contextlib.closing(batches) if hasattr(batches, "close") else contextlib.nullcontext():
+            self._render_batches(batches, sink, frame_at, report, progress, decoded)
+        progress.close()
+        return decoded
+
+    def _render_batches(
+        self, batches, sink, frame_at, report: RenderReport, progress, decoded: set[int]
+    ) -> None:
+        """_render's loop: predictions in the main thread, writing jobs in a thread pool."""
+        options = self.options
         writers = min(8, max(2, (os.cpu_count() or 2) // 2))
+        style = (self.trained.scheme, options.alpha)
         with ThreadPoolExecutor(max_workers=writers) as pool:
             pending: deque[Future] = deque()
-            for batch in loader:
+            for batch in batches:
                 for index, error in batch["errors"]:
                     report.unreadable.append(f"{frame_at(index).name}: {error}")
                 for group in batch["groups"]:
-                    classes, ready = self._predict(group["image"])
-                    for image, class_map, index in zip(group["image"], classes, group["index"]):
-                        paths = output_paths(output, frame_at(index), options.save)
-                        write = (image, class_map, ready, paths, options.save)
-                        style = (self.trained.scheme, options.alpha)
-                        pending.append(pool.submit(_write_outputs, *write, *style))
+                    for index, work in zip(group["index"], self._predict(group["image"], sink)):
+                        future = pool.submit(sink.job(frame_at(index), work, *style))
+                        pending.append(future)
+                        if isinstance(sink, VideoSink):
+                            sink.writer.put(future)
                     report.rendered += len(group["index"])
                 indices = [index for index, _ in batch["errors"]]
                 indices += [index for group in batch["groups"] for index in group["index"]]
@@ -286,28 +338,89 @@ class Renderer:
                     pending.popleft().result()
             for future in pending:
                 future.result()
-        progress.close()
-        return decoded
 
-    def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-        """uint8 (B, 3, H, W) -> class maps (B, H, W) uint8 on the host at the frames' size,
-        and the CUDA event after which they are there (None: they are there already). A
-        plain prediction on the CPU returns its logits (B, K, H, W) instead: the writing
-        threads take the classes, beside the next forward rather than before it."""
+    def _predict(self, images: torch.Tensor, sink) -> list[FrameWork]:
+        """uint8 (B, 3, H, W) -> each frame's FrameWork: its class map on the host at the
+        frame's size (or, from a plain prediction on the CPU, its logits: the writing threads
+        take the classes, beside the next forward rather than before it), and the pictures
+        made on the device, on their way to the host."""
         options = self.options
         with torch.inference_mode():
-            if self.trained.device.type == "cpu":
+            if self.trained.device.type == "cpu" and not self.pictures_on_device:
                 logits = self.trained.plain_logits(images, options.prediction)
                 if logits is not None:
-                    return logits, None
+                    return [FrameWork(image, frame) for image, frame in zip(images, logits)]
+            on_device = images.to(self.trained.device, non_blocking=True)
             # The clean-up is a host job: done here, its maps stay on the host.
             clean_up = options.prediction.drop_clusters > 0  # needs the probabilities
             classes, probs = self.trained.predict(
-                images, replace(options.prediction, drop_clusters=0), probabilities=clean_up
+                on_device, replace(options.prediction, drop_clusters=0), probabilities=clean_up
             )
-            if options.prediction.drop_clusters:
+            if clean_up:
                 cleaned = drop_small_clusters_in_batch(
                     classes, probs, options.prediction.drop_clusters
-                )
-                return cleaned.to(torch.uint8), None
-            return _to_host(classes.to(torch.uint8))
+                ).to(torch.uint8)
+                return [FrameWork(image, frame) for image, frame in zip(images, cleaned)]
+            classes = classes.to(torch.uint8)
+            pictures = self._device_pictures(on_device, classes, sink.kinds)
+            needs_classes = any(kind not in pictures for kind in sink.kinds)
+            host_classes, ready = _to_host(classes) if needs_classes else (None, None)
+            if self.jpeg_on_device:
+                # They stay on the GPU: the writing threads encode them there once made.
+                ready = copy_finished_event(on_device.device)
+            else:
+                pictures, pictures_ready = _pictures_to_host(pictures)
+                ready = pictures_ready or ready
+        return [
+            FrameWork(
+                image,
+                None if host_classes is None else host_classes[position],
+                {kind: made[position] for kind, made in pictures.items()},
+                ready,
+            )
+            for position, image in enumerate(images)
+        ]
+
+    def _device_pictures(
+        self, images: torch.Tensor, classes: torch.Tensor, kinds: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """kind -> (B, H, W, 3) uint8 pictures on the device (none where made on the host)."""
+        if not self.pictures_on_device:
+            return {}
+        pictures: dict = {}
+        colors = None
+        if {"overlay", "color"} & set(kinds):
+            colors = self.device_colors.colorize(classes)
+        if "color" in kinds:
+            pictures["color"] = colors
+        if "overlay" in kinds:
+            overlays = self.device_colors.overlay(images, classes, self.options.alpha, colors)
+            pictures["overlay"] = overlays
+        return pictures
+
+
+def _frame_lookup(frames: list[Frame], video: Path | None):
+    def frame_at(index: int) -> Frame:
+        # A video's frame count in its container may be short: later names from the index.
+        if video is not None and index >= len(frames):
+            return Frame(video_frame_name(video, index), None)
+        return frames[index]
+
+    return frame_at
+
+
+def _video_frames(video: Path) -> list[Frame]:
+    return [
+        Frame(video_frame_name(video, index), None) for index in range(VideoReader(video).count)
+    ]
+
+
+def _pictures_to_host(
+    pictures: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+    """The device's pictures on the host, without waiting: and the event after the copies."""
+    moved: dict[str, torch.Tensor] = {}
+    ready = None
+    for kind, made in pictures.items():
+        moved[kind], ready = _to_host(made)
+    return moved, ready

@@ -32,6 +32,7 @@ MODULE_ORDER = (
     "test_gpu_training",
     "test_gpu_syncs",
     "test_gpu_scripts",
+    "test_gpu_video",
     "test_gpu_distributed",
     "test_gpu_cache",
     "test_gpu_compile",
