@@ -344,8 +344,8 @@ def bench(arch: str, precision: str, args, device) -> tuple[list[Result], dict]:
     ms = {name: [s * 1e3 / steps for s in values] for name, values in seconds.items()}
     median = {name: statistics.median(values) for name, values in ms.items()}
     label = f"train step {arch.upper()}-{args.backbone} {precision} {size_text} b{args.batch}"
-    if args.compile != "off":
-        label += f", engine compiled {args.compile}"
+    if args.compile != "off":  # the mode the device allows (reduce-overhead: CUDA only)
+        label += f", engine compiled {compile_mode_for(args.compile, device, warn=False)}"
     note = f"{rounds} rounds x {steps} steps, {clock} clock"
     rows = []
     for ours, reference, target, what in COMPARISONS:
