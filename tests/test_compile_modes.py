@@ -122,6 +122,13 @@ def test_a_step_left_out_of_cuda_graphs_warns_once(caplog):
     said = compile_warnings(caplog)
     assert len(said) == 1, said
     assert "max-autotune" in said[0] and "cpu device (primals_1)" in said[0]
+    caplog.clear()  # another process of the job: silent
+    with (
+        caplog.at_level(logging.WARNING),
+        reporting_cuda_graph_skips("max-autotune", CUDA, warn=False),
+    ):
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (primals_1)")
+    assert caplog.records == []
 
 
 def test_a_failing_first_step_falls_back_to_default(

@@ -80,17 +80,18 @@ def clear_gradients(optimizer: torch.optim.Optimizer, mode: str, device: torch.d
 
 
 class _FirstSkip(logging.Handler):
-    """Turns inductor's notes on graphs left out of CUDA graphs into one warning."""
+    """Turns inductor's notes on graphs left out of CUDA graphs into one warning (none where
+    not `warn`: the other processes of a job)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, warn: bool) -> None:
         super().__init__(logging.WARNING)
-        self.mode = mode
+        self.mode, self.warn = mode, warn
         self.reasons: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         reason = record.getMessage().strip().splitlines()[0] if record.getMessage() else "?"
         self.reasons.append(reason)
-        if len(self.reasons) == 1:
+        if self.warn and len(self.reasons) == 1:
             logger.warning(
                 "train.compile %s: part of the step cannot run as a CUDA graph (%s): that "
                 "part runs as in the default mode",
@@ -103,14 +104,17 @@ class _FirstSkip(logging.Handler):
 def reporting_cuda_graph_skips(mode: str, device: torch.device, *, warn: bool) -> Iterator[None]:
     """While a run trains: the first graph inductor cannot capture (dynamic shapes, a CPU
     tensor, an input mutated outside the graph...) gives one warning with its reason, instead
-    of inductor's note, which is off unless TORCH_LOGS asks for it."""
-    if not (warn and uses_cuda_graphs(mode, device)):
+    of inductor's own warning for every such graph; without `warn` (not the main process)
+    nothing is said."""
+    if not uses_cuda_graphs(mode, device):
         yield
         return
     skip_logger = logging.getLogger(CUDA_GRAPH_SKIP_LOGGER)
-    handler = _FirstSkip(mode)
+    handler, propagate = _FirstSkip(mode, warn), skip_logger.propagate
     skip_logger.addHandler(handler)
+    skip_logger.propagate = False
     try:
         yield
     finally:
         skip_logger.removeHandler(handler)
+        skip_logger.propagate = propagate
