@@ -19,6 +19,7 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.config import (
+    COMPILE_MODES,
     Config,
     apply_overrides,
     check_amp_device,
@@ -80,9 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile the model (the first steps take longer: they compile)",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the model: default (bare --compile), reduce-overhead (CUDA graphs), "
+        "max-autotune or off; the first steps take longer: they compile",
     )
     parser.add_argument(
         "--set",

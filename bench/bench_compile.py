@@ -80,12 +80,12 @@ def training_sides(args, device: torch.device) -> tuple[dict, dict]:
             args.backbone,
             None,
         )
-        config.train.compile = mode == "compiled"
+        config.train.compile = "default" if mode == "compiled" else "off"
         scheme = scheme_for(config.data)
         torch.manual_seed(0)
         model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
         model = model.to(device, memory_format=torch.channels_last)
-        runnable = wrap_model(model, config, _single(device), TrainState())
+        runnable = wrap_model(model, config, _single(device), TrainState(), config.train.compile)
         loss_fn = build_loss(config.loss.name, scheme.num_classes).to(device)
         batches = make_batches(2, args.batch, size, scheme.num_classes, device, one_hot=False)
         epoch = engine_epoch(config, runnable, loss_fn, batches, device)

@@ -14,9 +14,15 @@ take turns epoch by epoch (A B C, C B A, ...):
 - model only (FPN only): our model in smp's loop (BCEWithLogits, plain Adam): model against
   model, loss and optimizer set apart.
 Targets: engine time per step <= 1.00x smp's (>= 1.0x its speed), <= 1.05x the bare loop's.
+With --compile MODE the engine's model is compiled as train.compile MODE compiles it (the other
+variants stay eager): its rows then say what compiling gains; a warmup epoch compiles it.
 
     python bench/bench_train_step.py [--device cuda] [--quick] [--size 512x1024 --batch 2]
         [--steps 10] [--rounds 5] [--archs fpn unet] [--precisions float32 bf16] [--json out]
+        [--compile default|reduce-overhead|max-autotune]
+
+--profile adds where the time goes: the phases of a bare-loop step, and a torch.profiler summary
+of the engine's steps (bench/step_profile.py: top kernels, GPU idle fraction).
 
 Note: the engine's train_one_epoch updates no confusion matrix (metrics are computed in evaluate);
 bench_metrics.py measures that update.
@@ -51,16 +57,18 @@ from bench.common import (
     resolve_clock,
     synchronize,
 )
+from bench.step_profile import print_profile, profile_step
 from segmentation.cli import run_guarded
-from segmentation.config import Config, ModelConfig, config_from_dict
+from segmentation.config import COMPILE_MODES, Config, ModelConfig, config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.normalize import Normalizer
 from segmentation.devices import AMP_DTYPES, autocast, resolve_device
+from segmentation.engine.compile import compile_mode_for
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.loop import train_one_epoch
 from segmentation.engine.optim import build_optimizer
-from segmentation.engine.setup import build_optimization
-from segmentation.engine.state import Training
+from segmentation.engine.setup import build_optimization, wrap_model
+from segmentation.engine.state import Training, TrainState
 from segmentation.losses import build_loss
 from segmentation.models import encoder_normalization, model_from_config
 
@@ -110,7 +118,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="of models and inputs, all variants alike (default: the config's default)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="time each phase of a step, even if targets met"
+        "--profile",
+        action="store_true",
+        help="where the time goes: each phase of the bare loops' step (also shown when a "
+        "target is missed), and torch.profiler over the engine's steps: top 10 CUDA kernels "
+        "(CPU operators on a CPU) and the fraction of the time the GPU was idle",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="off",
+        metavar="MODE",
+        help="compile the engine's model as train.compile MODE does: default, reduce-overhead "
+        "(CUDA graphs), max-autotune (default: off, eager)",
     )
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
@@ -185,22 +205,28 @@ def bare_loop(
     return epoch
 
 
-def engine_epoch(config: Config, model, loss_fn, batches, device) -> Callable[[], None]:
+def engine_epoch(
+    config: Config, model, loss_fn, batches, device, compile_mode: str = "off"
+) -> Callable[[], None]:
     """One epoch of the engine's train_one_epoch, its optimizer and input normalization built
-    as train.py builds them, over the in-memory batches (no logging)."""
+    as train.py builds them, over the in-memory batches (no logging); the model compiled in
+    `compile_mode` (as the device allows it, see engine.compile) unless off."""
     config.train.log_every = 10**9
     optimizer, scheduler, scaler = build_optimization(config, model, len(batches), device)
+    context = DistributedContext(0, 1, 0, device)
+    compile_mode = compile_mode_for(compile_mode, device)
     training = Training(
         config=config,
         scheme=scheme_for(config.data),
-        model=model,
+        model=wrap_model(model, config, context, TrainState(), compile_mode),
         loss_fn=loss_fn,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
         train_loader=batches,
-        context=DistributedContext(0, 1, 0, device),
+        context=context,
         normalizer=Normalizer(*encoder_normalization(config.model.backbone)),
+        compile_mode=compile_mode,
     )
     return lambda: train_one_epoch(training)
 
@@ -237,7 +263,7 @@ def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, di
         lr = config.optim.lr
         parts["smp"] = (theirs, smp_loss, torch.optim.Adam(theirs.parameters(), lr=lr))
         parts["model_only"] = (model, smp_loss, torch.optim.Adam(model.parameters(), lr=lr))
-    loops = {"engine": engine_epoch(config, model, loss_fn, batches, device)}
+    loops = {"engine": engine_epoch(config, model, loss_fn, batches, device, args.compile)}
     normalize = Normalizer(*encoder_normalization(args.backbone))
     for name, (net, loss, optimizer) in parts.items():
         loops[name] = bare_loop(
@@ -318,6 +344,8 @@ def bench(arch: str, precision: str, args, device) -> tuple[list[Result], dict]:
     ms = {name: [s * 1e3 / steps for s in values] for name, values in seconds.items()}
     median = {name: statistics.median(values) for name, values in ms.items()}
     label = f"train step {arch.upper()}-{args.backbone} {precision} {size_text} b{args.batch}"
+    if args.compile != "off":  # the mode the device allows (reduce-overhead: CUDA only)
+        label += f", engine compiled {compile_mode_for(args.compile, device, warn=False)}"
     note = f"{rounds} rounds x {steps} steps, {clock} clock"
     rows = []
     for ours, reference, target, what in COMPARISONS:
@@ -338,6 +366,8 @@ def bench(arch: str, precision: str, args, device) -> tuple[list[Result], dict]:
     details = {"size": size_text, "steps": steps, "rounds": rounds, "ms_per_step": ms}
     if args.profile or any(row.met is False for row in rows):
         details["phases_ms"] = profile_phases(parts, batches[0], args, precision, device, rounds)
+    if args.profile:
+        details["engine_profile"] = profile_step(loops["engine"], device, steps)
     return rows, details
 
 
@@ -360,6 +390,8 @@ def run(args: argparse.Namespace) -> dict:
     for key, values in details.items():
         if "phases_ms" in values:
             print_phases(key, values["phases_ms"])
+        if "engine_profile" in values:
+            print_profile(key, values["engine_profile"])
     return record
 
 

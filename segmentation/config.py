@@ -41,11 +41,13 @@ LossName = Literal["bce_dice", "ce"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["plateau", "poly", "cosine", "none"]
 AmpMode = Literal["off", "bf16", "fp16", "auto"]
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 KeyMetric = Literal["mIoU", "mDice", "pixel_accuracy"]
 
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 KEY_METRICS: tuple[str, ...] = get_args(KeyMetric)
 
 # The output head each loss trains: per-channel sigmoids or one softmax over the classes.
@@ -77,6 +79,13 @@ def _yaml_word(value: Any) -> Any:
     if isinstance(value, bool):
         return "on" if value else "off"
     return value
+
+
+def _compile_word(value: Any) -> Any:
+    # Configs and checkpoints from before the modes say `compile: true` / `false`.
+    if isinstance(value, bool):
+        return "default" if value else "off"
+    return "off" if value is None else value
 
 
 def _no_schedule(value: Any) -> Any:
@@ -519,7 +528,13 @@ class TrainConfig(_Section):
         description="mixed precision (--amp); auto: bf16 where the device computes it natively "
         "(Ampere+ GPUs, CPUs with AMX or AVX512-BF16), else off; checkpoints record the choice",
     )
-    compile: bool = Field(False, description="torch.compile the model for training (--compile)")
+    compile: Annotated[CompileMode, BeforeValidator(_compile_word)] = Field(
+        "off",
+        description="torch.compile the model for training (--compile [MODE]): default fuses "
+        "kernels; reduce-overhead also replays each step as CUDA graphs (GPU only: fewest "
+        "launches, for steps the GPU finishes faster than Python issues them); max-autotune "
+        "also times kernel choices (first steps take minutes); true/false: default/off",
+    )
     device: Annotated[str, AfterValidator(_device)] = Field(
         "auto",
         description="where to train (--device); auto: the GPU when CUDA works, else the CPU",

@@ -94,7 +94,7 @@ def test_ddp_stops_looking_for_unused_parameters_once_the_encoder_is_unfrozen(
 
     model = build_model("fpn", "resnet18", 2, pyramid_channels=32, segmentation_channels=32)
     config = SimpleNamespace(
-        train=SimpleNamespace(freeze_encoder_iters=2, compile=False, grad_clip=None)
+        train=SimpleNamespace(freeze_encoder_iters=2, compile="off", grad_clip=None)
     )
     context = DistributedContext(0, 2, 0, torch.device("cpu"), one_process_group)
     state = TrainState()
@@ -108,6 +108,8 @@ def test_ddp_stops_looking_for_unused_parameters_once_the_encoder_is_unfrozen(
         optimizer=optimizer,
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        compile_mode="off",
+        device=context.device,
     )
     assert training.model.find_unused_parameters
     optimizer_step(training)

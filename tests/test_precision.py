@@ -139,7 +139,7 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(
     assert list(compiled) == list(eager)  # plain keys: no "_orig_mod." prefix
     for key, value in eager.items():
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-4, msg=key)
-    assert runs["compiled"]["config"]["train"]["compile"] is True
+    assert runs["compiled"]["config"]["train"]["compile"] == "default"
     # A compiled run's checkpoint resumes eagerly, and seeds a new run with --init-from.
     last = tmp_path / "compiled" / "last.pt"
     assert train.main(["--resume", str(last), "--epochs", "2", "--set", "train.compile=false"]) == 0

@@ -30,6 +30,11 @@ from segmentation.data.build import with_dataset_classes
 from segmentation.data.labels import IGNORE_INDEX
 from segmentation.data.loading import announce_stop, progress_bar
 from segmentation.devices import autocast, forward_in_range, native_bf16, resolve_amp
+from segmentation.engine.compile import (
+    begin_step,
+    clear_gradients,
+    reporting_cuda_graph_skips,
+)
 from segmentation.engine.distributed import (
     any_process,
     cleanup_distributed,
@@ -61,7 +66,10 @@ def train(config: Config, *, resume: Path | None = None, init_from: Path | None 
         config = config.model_copy(update={"data": with_dataset_classes(config.data)})
         training = build_training(with_resolved_amp(config, context), context, resume, init_from)
         try:
-            return fit(training)
+            with reporting_cuda_graph_skips(
+                training.compile_mode, context.device, warn=context.is_main
+            ):
+                return fit(training)
         finally:
             training.run_logger.close()
             training.run_directory.release()
@@ -150,15 +158,20 @@ def train_one_epoch(training: Training) -> EpochResult:
     config, state = training.config.train, training.state
     training.model.train()
     set_encoder_trainable(training.bare_model, state.step >= config.freeze_encoder_iters)
-    training.optimizer.zero_grad(set_to_none=True)
+    clear_gradients(training.optimizer, training.compile_mode, training.device)
     sums = LossSums(training.device)
     progress = _epoch_progress(training)
     for micro_batches in _groups(training.train_loader, config.accumulate):
-        if accumulate_gradients(training, micro_batches, sums):
+        step = first_compiled_step if training.compile_pending else accumulate_gradients
+        if step(training, micro_batches, sums):
             optimizer_step(training)
             if training.compile_pending:
                 training.compile_pending = False
-                logger.info("torch.compile: the first step took %.1f s", sums.elapsed())
+                logger.info(
+                    "torch.compile (%s): the first step took %.1f s",
+                    training.compile_mode,
+                    sums.elapsed(),
+                )
         progress.update(len(micro_batches))
         if state.step % config.log_every == 0 and sums.window_samples:
             log_window(training, sums, progress)
@@ -184,8 +197,11 @@ def accumulate_gradients(training: Training, micro_batches: list, sums: LossSums
         # DDP averages gradients across processes once, on the step's last backward pass.
         no_sync = getattr(training.model, "no_sync", None)
         with contextlib.nullcontext() if last or no_sync is None else no_sync():
+            begin_step(training.compile_mode, training.device)
             with autocast(training.device, config.amp):
                 logits = training.model(images)
+                # Outside the compiled model: the loss is no CUDA graph output, which the next
+                # replay would overwrite, and the sums below can keep it.
                 loss = training.loss_fn(logits, target)
             # Every process takes part in the check, so that all skip the same steps.
             if config.skip_nonfinite and any_process(
@@ -199,6 +215,42 @@ def accumulate_gradients(training: Training, micro_batches: list, sums: LossSums
     return True
 
 
+def first_compiled_step(training: Training, micro_batches: list, sums: LossSums) -> bool:
+    """`accumulate_gradients` for the first step of a compiled model, which compiles it. In a
+    mode other than default, an error there (a step that cannot be captured or tuned) makes
+    the run compile in the default mode and do the step again, with one warning saying why."""
+    mode, state = training.compile_mode, training.state
+    if mode == "default":
+        return accumulate_gradients(training, micro_batches, sums)
+    before = sums.snapshot(), state.epoch_batches, state.skipped_batches
+    try:
+        return accumulate_gradients(training, micro_batches, sums)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the mode's compiler raised
+        if training.context.is_main:
+            logger.warning(
+                "train.compile %s: the first step failed (%s): compiling in the default mode",
+                mode,
+                _first_line(error),
+            )
+    sums.restore(before[0])
+    state.epoch_batches, state.skipped_batches = before[1], before[2]
+    training.compile_mode = "default"
+    clear_gradients(training.optimizer, training.compile_mode, training.device)
+    torch.compiler.reset()  # nothing compiled in the failed mode is reused
+    training.model = wrap_model(
+        training.bare_model, training.config, training.context, state, training.compile_mode
+    )
+    return accumulate_gradients(training, micro_batches, sums)
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def optimizer_step(training: Training) -> None:
     config, state = training.config.train, training.state
     if config.grad_clip:
@@ -206,14 +258,19 @@ def optimizer_step(training: Training) -> None:
         nn.utils.clip_grad_norm_(training.bare_model.parameters(), config.grad_clip)
     training.scaler.step(training.optimizer)
     training.scaler.update()
-    training.optimizer.zero_grad(set_to_none=True)
+    clear_gradients(training.optimizer, training.compile_mode, training.device)
     step_schedule(training)
     state.step += 1
     if state.step == config.freeze_encoder_iters:
         set_encoder_trainable(training.bare_model, True)
+        clear_gradients(training.optimizer, training.compile_mode, training.device)
         if training.context.enabled:
             training.model = wrap_model(
-                training.bare_model, training.config, training.context, state
+                training.bare_model,
+                training.config,
+                training.context,
+                state,
+                training.compile_mode,
             )
 
 
@@ -230,7 +287,7 @@ def step_schedule(training: Training, val_loss: float | None = None) -> None:
 def skip_step(training: Training, batches: int) -> None:
     """Drop the gradients of a step with a non-finite loss, within train.skip_nonfinite."""
     config, state = training.config.train, training.state
-    training.optimizer.zero_grad(set_to_none=True)
+    clear_gradients(training.optimizer, training.compile_mode, training.device)
     state.skipped_batches += 1
     state.epoch_batches += batches
     logger.warning(
@@ -488,6 +545,16 @@ class LossSums:
         self.epoch_count += batch_size
         self.window_samples += batch_size
         self.epoch_images += batch_size
+
+    def snapshot(self) -> dict:
+        """The sums as they are, for `restore`."""
+        return {
+            name: value.clone() if isinstance(value, torch.Tensor) else value
+            for name, value in vars(self).items()
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        vars(self).update(snapshot)
 
     def take_window(self, world_size: int) -> tuple[float, float]:
         """(mean loss, images per second of the whole job) since the last call."""

@@ -19,6 +19,7 @@ from segmentation.data.dataset import SegmentationDataset
 from segmentation.data.labels import LabelScheme
 from segmentation.data.loading import make_loader
 from segmentation.data.normalize import Normalizer
+from segmentation.engine.compile import compile_mode_for, compile_model
 from segmentation.engine.distributed import DistributedContext, any_process
 from segmentation.engine.optim import build_optimizer, build_scheduler
 from segmentation.engine.resume import (
@@ -228,9 +229,14 @@ def convert_sync_batchnorm(model: nn.Module, config: Config, context: Distribute
 
 
 def wrap_model(
-    model: nn.Module, config: Config, context: DistributedContext, state: TrainState
+    model: nn.Module,
+    config: Config,
+    context: DistributedContext,
+    state: TrainState,
+    compile_mode: str = "off",
 ) -> nn.Module:
-    """What the loop calls: DistributedDataParallel in a multi-process job, compiled if asked.
+    """What the loop calls: DistributedDataParallel in a multi-process job, compiled in
+    `compile_mode` (`Training.compile_mode`: train.compile as the device allows) unless off.
     The loop wraps again when the encoder is unfrozen: only frozen parameters make DDP look
     for parameters without gradients, a search that costs every step."""
     if context.enabled:
@@ -239,8 +245,8 @@ def wrap_model(
             device_ids=[context.device.index] if context.device.type == "cuda" else None,
             find_unused_parameters=state.step < config.train.freeze_encoder_iters,
         )
-    if config.train.compile:
-        model = torch.compile(model)
+    if compile_mode != "off":
+        model = compile_model(model, compile_mode, context.device)
     return model
 
 
@@ -283,8 +289,13 @@ def build_training(
     if start.resume is not None:
         restore_state(training, start.resume, resume)
     training.model = convert_sync_batchnorm(training.model, config, context)
-    training.model = wrap_model(training.model, config, context, training.state)
-    training.compile_pending = config.train.compile
+    training.compile_mode = compile_mode_for(
+        config.train.compile, context.device, warn=context.is_main
+    )
+    training.model = wrap_model(
+        training.model, config, context, training.state, training.compile_mode
+    )
+    training.compile_pending = training.compile_mode != "off"
     # TensorBoard drops events past the starting step: those of a crashed run after its last
     # checkpoint, or of a failed start in this folder.
     purge_step = training.state.step if start.resume is not None else None

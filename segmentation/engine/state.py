@@ -69,6 +69,9 @@ class Training:
     # (to_device); the default (mean 0, std 1) only scales them to [0, 1].
     normalizer: Normalizer = field(default_factory=lambda: Normalizer((0.0,) * 3, (1.0,) * 3))
     run_directory: RunDirectory | None = None
+    # train.compile as the device allows it (compile.compile_mode_for), or `default` after a
+    # first step that failed in another mode
+    compile_mode: str = "off"
     compile_pending: bool = False  # the first step of a compiled model is still to come
     run_id: str = ""  # saved in every checkpoint: a resume recognizes its run directory by it
 
