@@ -43,7 +43,7 @@ from segmentation.engine.setup import wrap_model
 from segmentation.engine.state import TrainState
 from segmentation.inference.model import TrainedModel
 from segmentation.losses import build_loss
-from segmentation.models import model_from_config
+from segmentation.model_setup import model_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,7 +83,7 @@ def training_sides(args, device: torch.device) -> tuple[dict, dict]:
         config.train.compile = "default" if mode == "compiled" else "off"
         scheme = scheme_for(config.data)
         torch.manual_seed(0)
-        model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
+        model = model_for(config, scheme)
         model = model.to(device, memory_format=torch.channels_last)
         runnable = wrap_model(model, config, _single(device), TrainState(), config.train.compile)
         loss_fn = build_loss(config.loss.name, scheme.num_classes).to(device)
@@ -104,7 +104,7 @@ def inference_sides(args, device: torch.device) -> tuple[dict, dict]:
     )
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
+    model = model_for(config, scheme)
     model = model.to(device, memory_format=torch.channels_last).eval()
     images = torch.randn(args.batch, 3, *size, device=device)
     images = images.contiguous(memory_format=torch.channels_last)

@@ -67,7 +67,7 @@ from segmentation.data.loading import make_loader
 from segmentation.devices import resolve_device
 from segmentation.engine.sampler import EpochSampler
 from segmentation.errors import UserError
-from segmentation.sample import generate_cityscapes
+from segmentation.sample.generate import generate_cityscapes
 
 TARGET = ">= 0.80"
 CACHE_TARGET = ">= 5"

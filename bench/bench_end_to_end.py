@@ -67,7 +67,7 @@ from segmentation.data.normalize import Normalizer
 from segmentation.devices import resolve_device
 from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.optim import build_optimizer
-from segmentation.engine.setup import StartingPoint, build_data, build_model, wrap_model
+from segmentation.engine.setup import StartingPoint, build_data, starting_model, wrap_model
 from segmentation.engine.state import TrainState
 from segmentation.errors import UserError
 from segmentation.losses import build_loss
@@ -289,7 +289,7 @@ class BareStep:
 
     def __init__(self, config: Config, args: argparse.Namespace, device: torch.device) -> None:
         scheme = scheme_for(config.data)
-        self.model = build_model(config, scheme, device, StartingPoint())
+        self.model = starting_model(config, scheme, device, StartingPoint())
         loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options)
         loss_fn = loss_fn.to(device)
         optimizer = build_optimizer(self.model, config.optim)

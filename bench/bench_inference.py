@@ -55,8 +55,9 @@ from segmentation.inference.model import TrainedModel, load_trained_model
 from segmentation.inference.predict import ViewMerger, probabilities_from_logits
 from segmentation.inference.render import Renderer, RenderOptions, decode_workers
 from segmentation.inference.sinks import FrameWork
-from segmentation.models import model_from_config, required_input_multiple
-from segmentation.sample import generate_cityscapes
+from segmentation.model_setup import model_for
+from segmentation.models import required_input_multiple
+from segmentation.sample.generate import generate_cityscapes
 from segmentation.visualize import DeviceColors, overlay
 
 # On a CPU the model is most of a frame's time: the Renderer is held against a bare forward,
@@ -144,7 +145,7 @@ def make_checkpoint(args: argparse.Namespace, size: tuple[int, int], path: Path)
     )
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
+    model = model_for(config, scheme)
     state = {
         "model": model.state_dict(),
         "config": config_to_dict(config),

@@ -44,7 +44,7 @@ from segmentation.config import config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.devices import resolve_device
 from segmentation.losses import build_loss
-from segmentation.models import model_from_config
+from segmentation.model_setup import model_for
 from segmentation.models.profiling import RssSampler
 
 GIB = 2**30
@@ -93,7 +93,7 @@ def measure(spec: dict) -> dict:
     config.train.amp = PRECISIONS[spec["precision"]]
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None).to(device)
+    model = model_for(config, scheme).to(device)
     if config.model.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options)

@@ -70,7 +70,8 @@ from segmentation.engine.optim import build_optimizer
 from segmentation.engine.setup import build_optimization, wrap_model
 from segmentation.engine.state import Training, TrainState
 from segmentation.losses import build_loss
-from segmentation.models import encoder_normalization, model_from_config
+from segmentation.model_setup import model_for
+from segmentation.models import encoder_normalization
 
 PRECISIONS = {"float32": "off", "bf16": "bf16"}  # -> train.amp
 SMP_ENCODERS = {"resnext50": "resnext50_32x4d"}
@@ -242,7 +243,7 @@ def variants(arch: str, args, precision: str, batches, device) -> tuple[dict, di
     memory_format = MEMORY_FORMATS[args.memory_format]
     scheme = scheme_for(config.data)
     torch.manual_seed(0)
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None).to(device)
+    model = model_for(config, scheme).to(device)
     model.to(memory_format=memory_format)
     loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options).to(device)
     bce = nn.BCEWithLogitsLoss()

@@ -30,12 +30,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from segmentation import model_catalog
 from segmentation.errors import UserError
 from segmentation.yaml_io import read_yaml
 
 Dataset = Literal["cityscapes", "kitti", "folder"]
 MaskFormat = Literal["index", "rgb"]
-Arch = Literal["fpn", "unet"]
+Arch = Literal[model_catalog.ARCHITECTURES]
 Head = Literal["sigmoid", "softmax"]
 LossName = Literal["bce_dice", "ce"]
 Optimizer = Literal["adam", "adamw", "sgd"]
@@ -220,7 +221,7 @@ def allowed(text: str) -> dict[str, str]:
 
 
 def allowed_from(describe: Callable[[], str]) -> Callable[[dict], None]:
-    """As `allowed`, for names kept in another module (encoders, losses), which imports torch:
+    """As `allowed`, for names kept in another module (the losses), which imports torch:
     `describe` runs only when the reference is made."""
 
     def add(schema: dict) -> None:
@@ -230,10 +231,10 @@ def allowed_from(describe: Callable[[], str]) -> Callable[[dict], None]:
 
 
 def _backbone_names() -> str:
-    from segmentation.models.encoders import ENCODER_ALIASES, ENCODERS
-
-    aliases = {name: alias for alias, name in ENCODER_ALIASES.items()}
-    return ", ".join(f"{name} ({aliases[name]})" if name in aliases else name for name in ENCODERS)
+    aliases = {name: alias for alias, name in model_catalog.BACKBONE_ALIASES.items()}
+    return ", ".join(
+        f"{name} ({aliases[name]})" if name in aliases else name for name in model_catalog.BACKBONES
+    )
 
 
 def _options_text(options_of: dict[str, dict[str, object]]) -> str:
@@ -247,9 +248,7 @@ def _options_text(options_of: dict[str, dict[str, object]]) -> str:
 
 
 def _model_options() -> str:
-    from segmentation.models.build import ARCHITECTURES, architecture_options
-
-    return _options_text({arch: architecture_options(arch) for arch in ARCHITECTURES})
+    return _options_text(model_catalog.ARCHITECTURE_OPTIONS)
 
 
 def _loss_options() -> str:
@@ -411,7 +410,7 @@ class ModelConfig(_Section):
     backbone: Text = Field(
         "resnext50",
         description="encoder, a torchvision ResNet or ResNeXt (--backbone)",
-        json_schema_extra=allowed_from(_backbone_names),
+        json_schema_extra=allowed(_backbone_names()),
     )
     pretrained: Annotated[Text | None, BeforeValidator(_pretrained_word)] = Field(
         "imagenet",
@@ -422,7 +421,7 @@ class ModelConfig(_Section):
     options: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
         default_factory=dict,
         description="the architecture's keyword options; left out: their defaults",
-        json_schema_extra=allowed_from(_model_options),
+        json_schema_extra=allowed(_model_options()),
     )
     head: Head | None = Field(
         None,
@@ -574,7 +573,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _across_sections(self) -> Config:
         # Runs only once every section is valid, so that plain mistakes are refused without
-        # importing torch, which the option checks below need.
+        # importing torch, which the loss's option check needs (the model's uses the catalog).
         _resolve_head(self)
         _check_model(self.model)
         _check_loss(self.loss)
@@ -596,16 +595,16 @@ def _resolve_head(config: Config) -> None:
 
 
 def _check_model(model: ModelConfig) -> None:
-    from segmentation.models.build import architecture_options
-    from segmentation.models.encoders import ENCODER_ALIASES, ENCODERS
-
-    if model.backbone not in ENCODERS and model.backbone not in ENCODER_ALIASES:
+    if not model_catalog.is_backbone(model.backbone):
         raise _line(
             f"model.backbone={model.backbone!r} is not valid: it should be one of "
-            f"{', '.join([*ENCODERS, *ENCODER_ALIASES])}"
+            f"{', '.join(model_catalog.backbone_names())}"
         )
     model.options = _checked_options(
-        "model.options", f"arch '{model.arch}'", model.options, architecture_options(model.arch)
+        "model.options",
+        f"arch '{model.arch}'",
+        model.options,
+        model_catalog.architecture_options(model.arch),
     )
 
 

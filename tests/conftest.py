@@ -20,8 +20,8 @@ import torch
 import yaml
 
 import train
-from segmentation.sample import generate_cityscapes, generate_kitti
 from segmentation.sample.folder import generate_folder
+from segmentation.sample.generate import generate_cityscapes, generate_kitti
 
 # Two threads at most: the CI machine has two cores, and oversubscription makes tests crawl.
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -144,7 +144,7 @@ def test_headers_take_grey_index_masks_and_colour_rgb_masks(tmp_path):
 
 
 def test_the_sample_command_writes_either_format(tmp_path, capsys):
-    from segmentation.sample.generate import main
+    from segmentation.sample.cli import main
 
     args = ["--height", "32", "--width", "64", "--train-per-city", "1", "--val-per-city", "1"]
     assert main(["folder", str(tmp_path / "rgb"), "--mask-format", "rgb", *args]) == 0

@@ -1,3 +1,4 @@
+import inspect
 import os
 
 import pytest
@@ -6,8 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
+from segmentation import model_catalog
 from segmentation.errors import UserError
 from segmentation.models import (
+    ARCHITECTURES,
     ENCODER_ALIASES,
     ENCODERS,
     architecture_options,
@@ -282,6 +285,23 @@ def test_unet_options_are_the_documented_ones():
         "residual_decoder": False,
         "dropout": 0.2,
     }
+
+
+@pytest.mark.parametrize("arch", model_catalog.ARCHITECTURES)
+def test_the_catalog_names_each_architectures_options_and_defaults(arch):
+    """The config checks model.options against the torch-free catalog: it must say what the
+    model class itself accepts, name for name and default for default."""
+    parameters = inspect.signature(ARCHITECTURES[arch]).parameters.values()
+    keyword_only = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    assert model_catalog.ARCHITECTURE_OPTIONS[arch] == keyword_only
+    assert list(model_catalog.ARCHITECTURE_OPTIONS[arch]) == list(keyword_only)
+
+
+def test_the_catalog_names_the_architectures_and_backbones_that_exist():
+    assert set(model_catalog.ARCHITECTURES) == set(ARCHITECTURES)
+    assert tuple(ENCODERS) == model_catalog.BACKBONES
+    assert all(name in ENCODERS for name in model_catalog.BACKBONE_ALIASES.values())
+    assert model_catalog.backbone_names() == [*ENCODERS, *ENCODER_ALIASES]
 
 
 def test_fpn_checkpoints_that_name_the_classifier_head_still_load():

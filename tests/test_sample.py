@@ -15,7 +15,8 @@ from cityscapesscripts.helpers.labels import labels
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
 from segmentation.errors import UserError
-from segmentation.sample import generate_cityscapes, generate_kitti, main
+from segmentation.sample.cli import main
+from segmentation.sample.generate import generate_cityscapes, generate_kitti
 
 # The spec's cities, written out here so the test checks the generator against them.
 CITIES = {

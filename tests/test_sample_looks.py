@@ -12,7 +12,7 @@ from cityscapesscripts.helpers.labels import labels
 import inference
 import train
 from segmentation.data.labels import get_scheme
-from segmentation.sample import generate_cityscapes
+from segmentation.sample.generate import generate_cityscapes
 from segmentation.visualize import colorize, overlay
 
 EVALUATED = [label for label in labels if 0 <= label.trainId < 19]

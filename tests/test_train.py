@@ -136,16 +136,14 @@ def test_resume_is_exact(cityscapes_root, tmp_path, small_config):
 def test_a_frozen_encoder_keeps_its_weights_and_statistics(cityscapes_root, tmp_path, small_config):
     from segmentation.config import config_from_dict
     from segmentation.data.build import scheme_for
-    from segmentation.models import model_from_config
+    from segmentation.model_setup import model_for
 
     config = small_config(cityscapes_root, tmp_path / "run", train={"freeze_encoder_iters": 99})
     assert run_train("--config", write_config(tmp_path, config)) == 0
     trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     torch.manual_seed(0)  # the run's seed: the same initial weights
     resolved = config_from_dict(config)
-    initial = model_from_config(
-        resolved.model, scheme_for(resolved.data).num_outputs(resolved.model.head), None
-    ).state_dict()
+    initial = model_for(resolved, scheme_for(resolved.data)).state_dict()
     encoder = [key for key in initial if key.startswith("encoder.")]
     assert any("running_mean" in key for key in encoder)
     for key in encoder:
@@ -188,12 +186,13 @@ def mean_gradient(config: dict) -> tuple[dict, dict]:
     from segmentation.data.build import build_training_datasets, scheme_for
     from segmentation.data.normalize import Normalizer
     from segmentation.losses import build_loss
-    from segmentation.models import encoder_normalization, model_from_config
+    from segmentation.model_setup import model_for
+    from segmentation.models import encoder_normalization
 
     resolved = config_from_dict(config)
     scheme = scheme_for(resolved.data)
     torch.manual_seed(resolved.train.seed)  # the run's seed: its initial weights
-    model = model_from_config(resolved.model, scheme.num_outputs(resolved.model.head), None)
+    model = model_for(resolved, scheme)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     images, _ = build_training_datasets(resolved.data)
     assert len(images) == 6
@@ -369,11 +368,12 @@ def single_process_validation(state: dict) -> tuple[float, float, list[float]]:
     from segmentation.data.normalize import Normalizer
     from segmentation.losses import build_loss
     from segmentation.metrics import ConfusionMatrix, predictions_from_logits
-    from segmentation.models import encoder_normalization, model_from_config
+    from segmentation.model_setup import model_for
+    from segmentation.models import encoder_normalization
 
     config = config_from_dict(state["config"])
     scheme = scheme_for(config.data)
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
+    model = model_for(config, scheme)
     model.load_state_dict(state["model"])
     model.eval().to(memory_format=torch.channels_last)
     _, val = build_training_datasets(config.data)

@@ -36,12 +36,8 @@ from segmentation.engine.sampler import EpochSampler
 from segmentation.engine.state import Training, TrainState
 from segmentation.errors import UserError
 from segmentation.losses import build_loss, class_weights_from_pixel_counts
-from segmentation.models import (
-    check_input_size,
-    encoder_normalization,
-    model_from_config,
-    required_input_multiple,
-)
+from segmentation.model_setup import model_for
+from segmentation.models import check_input_size, encoder_normalization, required_input_multiple
 
 
 @dataclass
@@ -141,20 +137,21 @@ def build_data(config: Config, context: DistributedContext) -> DataPipeline:
     )
 
 
-def build_model(
+def starting_model(
     config: Config,
     scheme: LabelScheme,
     device: torch.device,
     start: StartingPoint,
     init_from: Path | None = None,
 ) -> nn.Module:
-    """The configured model on its device, ImageNet weights only for a run from scratch."""
+    """The model a run starts from, on its device: the configured encoder weights for a run
+    from scratch, the --init-from checkpoint's weights, or random ones that --resume replaces."""
     torch.manual_seed(config.train.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
     from_checkpoint = start.resume is not None or start.init_from is not None
     pretrained = None if from_checkpoint else config.model.pretrained
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), pretrained)
+    model = model_for(config, scheme, pretrained)
     if start.init_from is not None:
         load_model_weights(model, start.init_from["model"], init_from)
     model.to(device)
@@ -262,7 +259,7 @@ def build_training(
     run_id = run_id_of(start.resume) if start.resume is not None else new_run_id()
     if context.is_main:  # only once the inputs are known good: a failed start leaves no folder
         run_directory.claim(resuming=start.resume is not None, run_id=run_id)
-    model = build_model(config, scheme, context.device, start, init_from)
+    model = starting_model(config, scheme, context.device, start, init_from)
     weights = class_weights(config, data.train_set, scheme)
     loss_fn = build_loss(
         config.loss.name, scheme.num_classes, class_weights=weights, **config.loss.options

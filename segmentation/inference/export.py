@@ -11,7 +11,7 @@ import torch
 
 from segmentation.errors import UserError
 from segmentation.inference.model import TrainedModel
-from segmentation.models import model_from_config
+from segmentation.model_setup import model_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def export_onnx(trained: TrainedModel, path: Path, opset: int = 18) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create {path.parent} ({error.strerror})") from None
-    model = model_from_config(
-        trained.config.model, trained.scheme.num_outputs(trained.config.model.head), None
-    )
+    model = model_for(trained.config, trained.scheme)
     model.load_state_dict({key: value.cpu() for key, value in trained.model.state_dict().items()})
     model = model.float().eval()
     height, width = trained.image_size

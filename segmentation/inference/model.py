@@ -23,7 +23,8 @@ from segmentation.inference.predict import (
     valid_size,
 )
 from segmentation.metrics import predictions_from_logits
-from segmentation.models import encoder_normalization, model_from_config, required_input_multiple
+from segmentation.model_setup import model_for
+from segmentation.models import encoder_normalization, required_input_multiple
 
 DEFAULT_PREDICTION = PredictionOptions()
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def load_trained_model(
     amp = resolve_amp(amp, device)
     if amp == "fp16" and device.type != "cuda":
         raise UserError("--amp fp16 needs a CUDA GPU: use --amp bf16 or off on the CPU")
-    model = model_from_config(config.model, scheme.num_outputs(config.model.head), None)
+    model = model_for(config, scheme)
     load_model_weights(model, state["model"], path)
     model.to(device).eval()
     if config.model.channels_last:

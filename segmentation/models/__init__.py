@@ -9,7 +9,6 @@ from segmentation.models.build import (
     ARCHITECTURES,
     architecture_options,
     build_model,
-    model_from_config,
     required_input_multiple,
 )
 from segmentation.models.encoders import (
@@ -39,7 +38,6 @@ __all__ = [
     "encoder_normalization",
     "hub_checkpoint_dir",
     "load_encoder_weights",
-    "model_from_config",
     "required_input_multiple",
     "resolve_backbone",
     "set_encoder_trainable",

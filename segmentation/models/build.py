@@ -1,9 +1,8 @@
 """`build_model`: architecture and backbone by name, options checked, weights loaded."""
 
-import inspect
 import os
 
-from segmentation.config import ModelConfig
+from segmentation import model_catalog
 from segmentation.errors import UserError
 from segmentation.models.base import SegmentationModel
 from segmentation.models.encoders import resolve_backbone
@@ -11,6 +10,7 @@ from segmentation.models.fpn import FPN
 from segmentation.models.unet import UNet
 from segmentation.models.weights import load_encoder_weights
 
+# The names are those of `segmentation.model_catalog`, which the config checks against.
 ARCHITECTURES: dict[str, type[SegmentationModel]] = {"unet": UNet, "fpn": FPN}
 
 
@@ -23,12 +23,8 @@ def architecture(arch: str) -> type[SegmentationModel]:
 
 def architecture_options(arch: str) -> dict[str, object]:
     """The options (keyword-only constructor arguments) of an architecture, with defaults."""
-    signature = inspect.signature(architecture(arch))
-    return {
-        name: parameter.default
-        for name, parameter in signature.parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    architecture(arch)  # an unknown name is refused with the valid ones
+    return model_catalog.architecture_options(arch)
 
 
 def required_input_multiple(arch: str) -> int:
@@ -63,12 +59,3 @@ def build_model(
     model = model_class(backbone, num_classes, in_channels, **options)
     load_encoder_weights(model.encoder, pretrained)
     return model
-
-
-def model_from_config(
-    config: ModelConfig, num_outputs: int, pretrained: str | os.PathLike | None
-) -> SegmentationModel:
-    """The configured architecture with `num_outputs` logit channels."""
-    return build_model(
-        config.arch, config.backbone, num_outputs, pretrained=pretrained, **config.options
-    )

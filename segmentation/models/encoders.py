@@ -13,6 +13,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from segmentation.errors import UserError
+from segmentation.model_catalog import BACKBONE_ALIASES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,10 +50,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 # Short names used by the original project's command line and configs.
-ENCODER_ALIASES: dict[str, str] = {
-    "resnext50": "resnext50_32x4d",
-    "resnext101": "resnext101_32x8d",
-}
+ENCODER_ALIASES: dict[str, str] = BACKBONE_ALIASES
 
 
 def resolve_backbone(backbone: str) -> str:

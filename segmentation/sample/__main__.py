@@ -1,3 +1,3 @@
-from segmentation.sample.generate import main
+from segmentation.sample.cli import main
 
 raise SystemExit(main())

@@ -20,7 +20,8 @@ import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
 from segmentation.errors import UserError
-from segmentation.sample.generate import Summary, _prepare_root, generate_cityscapes
+from segmentation.sample.generate import generate_cityscapes
+from segmentation.sample.output import Summary, prepare_root
 
 # (name, colour, the Cityscapes labels it groups); the colours are Cityscapes'.
 SAMPLE_CLASSES = (
@@ -125,7 +126,7 @@ def generate_folder(
         raise UserError(f"mask format must be index or rgb, got {mask_format!r}")
     if image_format not in IMAGE_FORMATS:
         raise UserError(f"image format must be png or jpg, got {image_format!r}")
-    root = _prepare_root(root, overwrite)
+    root = prepare_root(root, overwrite)
     summary = Summary(f"folder ({mask_format} masks)", root)
     options = {"mask_format": mask_format, "image_format": image_format}
     with tempfile.TemporaryDirectory(prefix="sample-folder-") as scratch:

@@ -12,24 +12,25 @@ same arguments give byte-identical files.
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
+The command line is in sample/cli.py.
+
 File names and folders follow the real datasets' (see docs/data.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels
 
-from segmentation.cli import run_guarded
 from segmentation.errors import UserError
 from segmentation.sample.layout import sample_world
+from segmentation.sample.output import Summary, prepare_root
 from segmentation.sample.render import Camera, finish_image
 from segmentation.sample.street import make_camera, render_world
 from segmentation.sample.world import CITYSCAPES, FEATURES, KITTI, LOOKS, ROAD, Style
@@ -54,39 +55,10 @@ for _label in labels:
         _COLOURS[_label.id] = _label.color
 
 
-@dataclass
-class Summary:
-    """What a generator wrote: image counts per split (or category) and the number of files."""
-
-    dataset: str
-    root: Path
-    images: dict[str, int] = field(default_factory=dict)
-    files: int = 0
-
-    def __str__(self) -> str:
-        counts = ", ".join(f"{name} {n}" for name, n in self.images.items())
-        return (
-            f"wrote {self.files} files of a synthetic {self.dataset} tree to {self.root} ({counts})"
-        )
-
-
 def _rng(seed: int, key: str) -> np.random.Generator:
     """One generator per image, from the seed and the image's name: images do not depend on
     each other, so changing one count leaves the other images as they were."""
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
-
-
-def _prepare_root(root, overwrite: bool) -> Path:
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"{root} exists and is not a folder: choose another output folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise UserError(
-            f"{root} is not empty: choose a new folder, or pass --overwrite to write over "
-            "the files there (nothing is deleted)"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _check_counts(**counts: int) -> None:
@@ -210,7 +182,7 @@ def generate_cityscapes(
         coarse=coarse,
         seed=seed,
     )
-    root = _prepare_root(root, overwrite)
+    root = prepare_root(root, overwrite)
     summary = Summary("Cityscapes", root)
     shape = (height, width)
     margin = max(1, round(height / 64)) if coarse else 0
@@ -334,7 +306,7 @@ def generate_kitti(
     _check_counts(
         train_per_category=train_per_category, test_per_category=test_per_category, seed=seed
     )
-    root = _prepare_root(root, overwrite)
+    root = prepare_root(root, overwrite)
     summary = Summary("KITTI road", root)
     base = root / "data_road"
     for split, count in (("training", train_per_category), ("testing", test_per_category)):
@@ -359,104 +331,3 @@ def generate_kitti(
                     _write_png(gt / f"{category}_lane_{i:06d}.png", lane)
                     summary.files += 1
     return summary
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument errors on one line, like the other mistakes a user can fix."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m segmentation.sample",
-        description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
-    )
-    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti,folder}")
-    city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
-    city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
-    city.add_argument("--height", type=int, default=128, help="image height (default 128)")
-    city.add_argument("--width", type=int, default=256, help="image width (default 256)")
-    city.add_argument("--train-per-city", type=int, default=8, help="default 8 (5 cities)")
-    city.add_argument("--val-per-city", type=int, default=4, help="default 4 (3 cities)")
-    city.add_argument("--test-per-city", type=int, default=2, help="default 2 (2 cities)")
-    city.add_argument(
-        "--video-frames",
-        type=int,
-        default=12,
-        help="frames per demoVideo sequence (3 sequences; default 12)",
-    )
-    city.add_argument(
-        "--coarse",
-        type=int,
-        default=0,
-        metavar="N",
-        help="add gtCoarse/ and N train_extra images per city (default 0: none)",
-    )
-    city.add_argument(
-        "--looks",
-        choices=LOOKS,
-        default="natural",
-        help="natural colours (default), or each class in its Cityscapes label colour: an easy "
-        "task a colour lookup largely solves; the labels are the same",
-    )
-    kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
-    kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
-    kitti.add_argument(
-        "--scale",
-        type=float,
-        default=0.25,
-        help="size relative to the real ~375x1242 images (default 0.25)",
-    )
-    kitti.add_argument("--train-per-category", type=int, default=6, help="um, umm, uu (default 6)")
-    kitti.add_argument("--test-per-category", type=int, default=2, help="default 2")
-    for p in (city, kitti):
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="write into a non-empty folder, replacing files of the same name",
-        )
-    from segmentation.sample.folder import add_folder_parser  # it builds on this module
-
-    add_folder_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (2 for a user mistake)."""
-    args = build_parser().parse_args(argv)
-
-    def run() -> None:
-        if args.dataset == "folder":
-            from segmentation.sample.folder import generate_folder_from_args
-
-            print(generate_folder_from_args(args))
-            return
-        if args.dataset == "cityscapes":
-            summary = generate_cityscapes(
-                args.root,
-                height=args.height,
-                width=args.width,
-                train_per_city=args.train_per_city,
-                val_per_city=args.val_per_city,
-                test_per_city=args.test_per_city,
-                video_frames=args.video_frames,
-                coarse=args.coarse,
-                seed=args.seed,
-                looks=args.looks,
-                overwrite=args.overwrite,
-            )
-        else:
-            summary = generate_kitti(
-                args.root,
-                scale=args.scale,
-                train_per_category=args.train_per_category,
-                test_per_category=args.test_per_category,
-                seed=args.seed,
-                overwrite=args.overwrite,
-            )
-        print(summary)
-
-    return run_guarded(run)

@@ -11,7 +11,7 @@ from gpu_runs import PYTHON, epochs_logged, train_arguments
 from segmentation.checkpoint import load_checkpoint
 from segmentation.config import config_from_dict
 from segmentation.data.build import scheme_for
-from segmentation.models import model_from_config
+from segmentation.model_setup import model_for
 
 pytestmark = pytest.mark.gpu
 
@@ -68,8 +68,7 @@ def weights_update(run_dir) -> tuple[torch.Tensor, torch.Tensor]:
     checkpoint = load_checkpoint(run_dir / "last.pt")
     config = config_from_dict(checkpoint["config"])
     torch.manual_seed(config.train.seed)
-    outputs = scheme_for(config.data).num_outputs(config.model.head)
-    initial = model_from_config(config.model, outputs, None).state_dict()
+    initial = model_for(config, scheme_for(config.data)).state_dict()
     keys = [key for key, value in initial.items() if value.is_floating_point()]
     final = torch.cat([checkpoint["model"][key].float().flatten() for key in keys])
     start = torch.cat([initial[key].float().flatten() for key in keys])

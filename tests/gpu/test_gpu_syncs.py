@@ -41,7 +41,7 @@ def sync_training(device_name: str, sections: dict) -> Training:
     from segmentation.data.build import scheme_for
     from segmentation.engine.distributed import DistributedContext
     from segmentation.engine.run_logger import RunLogger
-    from segmentation.engine.setup import StartingPoint, build_model, build_optimization
+    from segmentation.engine.setup import StartingPoint, build_optimization, starting_model
     from segmentation.losses import build_loss
 
     values = {"model": {"backbone": "resnet18", "pretrained": None}}
@@ -51,7 +51,7 @@ def sync_training(device_name: str, sections: dict) -> Training:
     config = config_from_dict(values)
     device = torch.device(device_name)
     scheme = scheme_for(config.data)
-    model = build_model(config, scheme, device, StartingPoint())
+    model = starting_model(config, scheme, device, StartingPoint())
     loss_fn = build_loss(config.loss.name, scheme.num_classes, **config.loss.options).to(device)
     optimizer, scheduler, scaler = build_optimization(config, model, LONG_EPOCH, device)
     return Training(

@@ -1,0 +1,112 @@
+"""The command line of the sample generators: python -m segmentation.sample KIND DIR [...].
+
+On its own module so that the generators import nothing from each other's command lines:
+folder.py builds on generate.py, and this module on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segmentation.cli import run_guarded
+from segmentation.sample.folder import add_folder_parser, generate_folder_from_args
+from segmentation.sample.generate import generate_cityscapes, generate_kitti
+from segmentation.sample.world import LOOKS
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line, like the other mistakes a user can fix."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m segmentation.sample",
+        description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti,folder}")
+    city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
+    city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
+    city.add_argument("--height", type=int, default=128, help="image height (default 128)")
+    city.add_argument("--width", type=int, default=256, help="image width (default 256)")
+    city.add_argument("--train-per-city", type=int, default=8, help="default 8 (5 cities)")
+    city.add_argument("--val-per-city", type=int, default=4, help="default 4 (3 cities)")
+    city.add_argument("--test-per-city", type=int, default=2, help="default 2 (2 cities)")
+    city.add_argument(
+        "--video-frames",
+        type=int,
+        default=12,
+        help="frames per demoVideo sequence (3 sequences; default 12)",
+    )
+    city.add_argument(
+        "--coarse",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add gtCoarse/ and N train_extra images per city (default 0: none)",
+    )
+    city.add_argument(
+        "--looks",
+        choices=LOOKS,
+        default="natural",
+        help="natural colours (default), or each class in its Cityscapes label colour: an easy "
+        "task a colour lookup largely solves; the labels are the same",
+    )
+    kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
+    kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
+    kitti.add_argument(
+        "--scale",
+        type=float,
+        default=0.25,
+        help="size relative to the real ~375x1242 images (default 0.25)",
+    )
+    kitti.add_argument("--train-per-category", type=int, default=6, help="um, umm, uu (default 6)")
+    kitti.add_argument("--test-per-category", type=int, default=2, help="default 2")
+    for p in (city, kitti):
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into a non-empty folder, replacing files of the same name",
+        )
+    add_folder_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (2 for a user mistake)."""
+    args = build_parser().parse_args(argv)
+
+    def run() -> None:
+        if args.dataset == "folder":
+            print(generate_folder_from_args(args))
+            return
+        if args.dataset == "cityscapes":
+            summary = generate_cityscapes(
+                args.root,
+                height=args.height,
+                width=args.width,
+                train_per_city=args.train_per_city,
+                val_per_city=args.val_per_city,
+                test_per_city=args.test_per_city,
+                video_frames=args.video_frames,
+                coarse=args.coarse,
+                seed=args.seed,
+                looks=args.looks,
+                overwrite=args.overwrite,
+            )
+        else:
+            summary = generate_kitti(
+                args.root,
+                scale=args.scale,
+                train_per_category=args.train_per_category,
+                test_per_category=args.test_per_category,
+                seed=args.seed,
+                overwrite=args.overwrite,
+            )
+        print(summary)
+
+    return run_guarded(run)
