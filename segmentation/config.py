@@ -8,6 +8,7 @@ is saved with every run and every checkpoint.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pydantic import (
     FiniteFloat,
     PlainSerializer,
     PlainValidator,
+    SerializeAsAny,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -33,7 +35,8 @@ from pydantic_core import PydanticCustomError
 from segmentation.errors import UserError
 from segmentation.yaml_io import read_yaml
 
-Dataset = Literal["cityscapes", "kitti", "folder"]
+logger = logging.getLogger(__name__)
+
 MaskFormat = Literal["index", "rgb"]
 Arch = Literal["fpn", "unet"]
 Head = Literal["sigmoid", "softmax"]
@@ -324,47 +327,29 @@ class FolderClasses(_Section):
 
 
 class DataConfig(_Section):
-    """What to train and validate on, and how its images are read."""
+    """What to train on and how its images are read: the keys every dataset kind shares.
 
-    dataset: Annotated[Dataset, Choice] = Field(
-        "cityscapes", description="layout of the dataset under data.root"
+    Each kind's options (segmentation/data/kinds/) add the keys of its own layout;
+    `DataConfig(dataset=..., ...)` and the data section of a config are validated as the options
+    of the kind that `dataset` names."""
+
+    dataset: Text = Field(
+        "cityscapes",
+        description="layout of the dataset under data.root; each has its own keys below",
+        json_schema_extra=lambda schema: schema.update(type="choice", allowed=", ".join(_kinds())),
     )
     root: Text = Field("data/cityscapes", description="dataset root folder (--data-root)")
-    # "road,car" stays one string, which get_scheme splits.
+    # "road,car" stays one string, which the kind's scheme splits.
     labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] | None = Field(
         None,
-        description="label scheme: a scheme name or label names (--labels); null: categories, "
-        "the folder dataset: all",
-        json_schema_extra=allowed(
-            "Cityscapes: categories, classes, official, or label names (road,car); KITTI: road, "
-            "lane; folder: all"
-        ),
-    )
-    # Copied when a run starts so that its config and checkpoints carry the classes
-    # (evaluation and inference need no dataset root).
-    classes: FolderClasses | None = Field(
-        None,
-        description="folder dataset: its ROOT/classes.yaml, filled in when a run starts",
-        json_schema_extra=allowed("null (a run fills it in; a resumed run checks it)"),
+        description="label scheme: a scheme name or label names (--labels); null: the "
+        "dataset's default scheme",
+        json_schema_extra=allowed_from(lambda: "; ".join(k.labels_help for k in _kinds().values())),
     )
     image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = Field(
         (256, 512),
         description="size (height, width) of the training crops after resizing (--image-size)",
         json_schema_extra=allowed("HEIGHTxWIDTH (e.g. 256x512) or [height, width], each >= 1"),
-    )
-    train_split: Text = Field("train", description="split folder to train on")
-    val_split: Text = Field("val", description="split folder to validate on")
-    holdout_cities: Annotated[list[Text], BeforeValidator(_comma_list)] = Field(
-        default_factory=list,
-        description="Cityscapes: validate on these cities of train_split, left out of "
-        "training, instead of on val_split (the original project: [ulm, bremen, aachen])",
-        json_schema_extra=allowed("city names: a list, or one string ulm,bremen"),
-    )
-    coarse: bool = Field(
-        False, description="Cityscapes: also train on train_extra with its gtCoarse labels"
-    )
-    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = Field(
-        0.1, description="KITTI: share of each category's training images held out to validate"
     )
     skip_missing_labels: bool = Field(
         False, description="leave out images without a mask (with a warning) instead of refusing"
@@ -385,23 +370,45 @@ class DataConfig(_Section):
         default_factory=AugmentConfig, description="random changes to the training images"
     )
 
+    def __new__(cls, *args: Any, **values: Any) -> DataConfig:
+        if cls is DataConfig:  # the options of the kind named, whose __init__ then runs
+            return object.__new__(_options_of(values.get("dataset", _DEFAULT_DATASET)))
+        return super().__new__(cls)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _of_its_kind(cls, values: Any, handler: Callable) -> Any:
+        if cls is not DataConfig or not isinstance(values, dict):
+            return handler(values)
+        options = _options_of(values.get("dataset", _DEFAULT_DATASET))
+        try:
+            return options.model_validate(values)
+        except ValidationError as error:  # one line naming data.KEY, as for any other section
+            raise _line(_one_line(error, values, outer=("data",))) from None
+
     @model_validator(mode="after")
-    def _labels_of_dataset(self) -> DataConfig:
-        if self.dataset != "folder":
-            if self.classes is not None:
-                raise _line(
-                    f"data.classes is for the folder dataset (copied from ROOT/classes.yaml), "
-                    f"not for {self.dataset}: remove it"
-                )
-            self.labels = self.labels or ["categories"]
-        elif self.labels not in (None, ["all"]):
-            raise _line(
-                f"data.labels={','.join(self.labels)!r} is not valid for the folder dataset: its "
-                "classes are those of ROOT/classes.yaml; set data.labels to all or leave it out"
-            )
-        else:
-            self.labels = ["all"]
+    def _default_labels(self) -> DataConfig:
+        if self.labels is None:
+            self.labels = list(_kinds()[self.dataset].default_labels)
         return self
+
+
+_DEFAULT_DATASET = "cityscapes"
+
+
+def _kinds() -> dict:
+    from segmentation.data.kinds.catalog import KINDS  # the kinds import this module
+
+    return KINDS
+
+
+def _options_of(dataset: Any) -> type[DataConfig]:
+    kinds = _kinds()
+    if dataset not in kinds:
+        raise _line(
+            f"data.dataset={dataset!r} is not valid: it should be one of {', '.join(kinds)}"
+        )
+    return kinds[dataset].options
 
 
 class ModelConfig(_Section):
@@ -563,7 +570,10 @@ class Config(_Section):
         "runs/run",
         description="run folder for checkpoints, logs and config.yaml; must be new (--output-dir)",
     )
-    data: DataConfig = Field(default_factory=DataConfig, description="what to train on")
+    # SerializeAsAny: a run's config.yaml and checkpoints keep the keys of the data's kind.
+    data: SerializeAsAny[DataConfig] = Field(
+        default_factory=DataConfig, description="what to train on"
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
     loss: LossConfig = Field(default_factory=LossConfig, description="the training loss")
     optim: OptimConfig = Field(
@@ -674,10 +684,12 @@ def _given(values: Any, keys: list[str], fallback: Any) -> Any:
     return values
 
 
-def _one_line(error: ValidationError, values: Any) -> str:
-    """The first problem of `error` as one line: dotted key, value given, what is allowed."""
+def _one_line(error: ValidationError, values: Any, outer: tuple[str, ...] = ()) -> str:
+    """The first problem of `error` as one line: dotted key, value given, what is allowed.
+    `outer`: the keys above `values` (a section validated on its own)."""
     first = error.errors(include_url=False)[0]
-    keys = [part for part in first["loc"] if isinstance(part, str)]
+    inner = [part for part in first["loc"] if isinstance(part, str)]
+    keys = [*outer, *inner]
     key = ".".join(keys)
     if first["type"] == "config_line":
         message = first["ctx"]["message"]
@@ -692,7 +704,7 @@ def _one_line(error: ValidationError, values: Any) -> str:
         indexes = [part for part in first["loc"] if isinstance(part, int)]
         if indexes:
             reason = reason.replace("it should", f"item {indexes[-1] + 1} should", 1)
-        given = _given(values, keys, first["input"])
+        given = _given(values, inner, first["input"])
         message = f"{key}={given!r} is not valid: {reason}"
     return " ".join(message.split())
 
@@ -712,6 +724,36 @@ def config_from_dict(values: dict | None) -> Config:
         return Config.model_validate(values)
     except ValidationError as error:
         raise UserError(_one_line(error, values)) from None
+
+
+_WARNED: set[tuple] = set()  # (source, dropped keys) already named: warn once per process
+
+
+def saved_config_from_dict(values: dict | None, source: str) -> Config:
+    """The Config that a run saved (its config.yaml, a checkpoint), named `source` in messages.
+    As config_from_dict, except that data keys of another dataset kind are dropped with one
+    warning: runs saved before each kind had its own keys carry every kind's keys (a KITTI run's
+    holdout_cities), which mean nothing for their kind. In a user's config file they are
+    refused."""
+    data = values.get("data") if isinstance(values, dict) else None
+    if isinstance(data, dict) and data.get("dataset", _DEFAULT_DATASET) in _kinds():
+        kinds = _kinds()
+        own = _options_of(data.get("dataset", _DEFAULT_DATASET)).model_fields
+        known = {key for kind in kinds.values() for key in kind.options.model_fields}
+        foreign = [key for key in data if key in known and key not in own]
+        if foreign:
+            if (source, tuple(foreign)) not in _WARNED:
+                _WARNED.add((source, tuple(foreign)))
+                logger.warning(
+                    "%s: data key(s) %s mean nothing for the %s dataset (saved before each "
+                    "dataset kind had its own keys): dropped",
+                    source,
+                    ", ".join(foreign),
+                    data.get("dataset", _DEFAULT_DATASET),
+                )
+            kept = {key: value for key, value in data.items() if key not in foreign}
+            values = {**values, "data": kept}
+    return config_from_dict(values)
 
 
 def _location(loc: tuple) -> str:

@@ -368,13 +368,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m segmentation.sample",
-        description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder, replacing files of the same name",
     )
-    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti,folder}")
-    city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
+
+
+def add_cityscapes_parser(subcommands) -> None:
+    """The `cityscapes` subcommand (kinds/cityscapes.py adds it)."""
+    city = subcommands.add_parser(
+        "cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ..."
+    )
     city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     city.add_argument("--height", type=int, default=128, help="image height (default 128)")
     city.add_argument("--width", type=int, default=256, help="image width (default 256)")
@@ -401,7 +408,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="natural colours (default), or each class in its Cityscapes label colour: an easy "
         "task a colour lookup largely solves; the labels are the same",
     )
-    kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
+    _add_common(city)
+    city.set_defaults(
+        generate=lambda args: generate_cityscapes(
+            args.root,
+            height=args.height,
+            width=args.width,
+            train_per_city=args.train_per_city,
+            val_per_city=args.val_per_city,
+            test_per_city=args.test_per_city,
+            video_frames=args.video_frames,
+            coarse=args.coarse,
+            seed=args.seed,
+            looks=args.looks,
+            overwrite=args.overwrite,
+        )
+    )
+
+
+def add_kitti_parser(subcommands) -> None:
+    """The `kitti` subcommand (kinds/kitti.py adds it)."""
+    kitti = subcommands.add_parser(
+        "kitti", help="a KITTI road tree: data_road/training, data_road/testing"
+    )
     kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     kitti.add_argument(
         "--scale",
@@ -411,16 +440,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kitti.add_argument("--train-per-category", type=int, default=6, help="um, umm, uu (default 6)")
     kitti.add_argument("--test-per-category", type=int, default=2, help="default 2")
-    for p in (city, kitti):
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="write into a non-empty folder, replacing files of the same name",
+    _add_common(kitti)
+    kitti.set_defaults(
+        generate=lambda args: generate_kitti(
+            args.root,
+            scale=args.scale,
+            train_per_category=args.train_per_category,
+            test_per_category=args.test_per_category,
+            seed=args.seed,
+            overwrite=args.overwrite,
         )
-    from segmentation.sample.folder import add_folder_parser  # it builds on this module
+    )
 
-    add_folder_parser(sub)
+
+def build_parser() -> argparse.ArgumentParser:
+    """A subcommand for each dataset kind that has a sample-tree generator."""
+    from segmentation.data.kinds.catalog import KINDS
+
+    parser = _Parser(
+        prog="python -m segmentation.sample",
+        description="Write small synthetic street scenes in the layout of a dataset kind.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    for kind in KINDS.values():
+        kind.add_sample_command(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 
@@ -429,34 +473,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        if args.dataset == "folder":
-            from segmentation.sample.folder import generate_folder_from_args
-
-            print(generate_folder_from_args(args))
-            return
-        if args.dataset == "cityscapes":
-            summary = generate_cityscapes(
-                args.root,
-                height=args.height,
-                width=args.width,
-                train_per_city=args.train_per_city,
-                val_per_city=args.val_per_city,
-                test_per_city=args.test_per_city,
-                video_frames=args.video_frames,
-                coarse=args.coarse,
-                seed=args.seed,
-                looks=args.looks,
-                overwrite=args.overwrite,
-            )
-        else:
-            summary = generate_kitti(
-                args.root,
-                scale=args.scale,
-                train_per_category=args.train_per_category,
-                test_per_category=args.test_per_category,
-                seed=args.seed,
-                overwrite=args.overwrite,
-            )
-        print(summary)
+        print(args.generate(args))
 
     return run_guarded(run)
