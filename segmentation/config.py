@@ -873,7 +873,25 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         values["model"]["head"] = None
     for dotted, value in overrides.items():
         _set_dotted(values, dotted, value)
+    _leave_the_old_kinds_defaults(config.data, values.get("data"))
     return config_from_dict(values)
+
+
+def _leave_the_old_kinds_defaults(old: DataConfig, data: Any) -> None:
+    """An override of data.dataset takes the new kind's defaults: the old kind's keys at their
+    defaults (and its default scheme) go; a value the config chose stays, to be refused if it
+    means nothing for the new kind."""
+    if not isinstance(data, dict) or data.get("dataset") in (old.dataset, None):
+        return
+    if data.get("dataset") not in _kinds():
+        return  # refused by validation, naming the known kinds
+    defaults = type(old)(dataset=old.dataset).model_dump(mode="json")
+    new_keys = _options_of(data["dataset"]).model_fields
+    for key, default in defaults.items():
+        if key not in new_keys and key in data and data[key] == default:
+            del data[key]
+    if data.get("labels") == defaults["labels"]:
+        data["labels"] = None
 
 
 def config_to_dict(config: Config) -> dict:

@@ -407,3 +407,11 @@ def test_a_loss_named_in_a_mapping_brings_its_head(tmp_path):
         "--config", config_path, "--set", "loss={name: ce}", "--set", "model={head: null}"
     )
     assert kept.model.head == "softmax"
+
+
+def test_switching_the_dataset_by_override_takes_the_new_kinds_defaults():
+    kitti = apply_overrides(config_from_dict({}), {"data.dataset": "kitti"})
+    assert kitti.data.labels == ["road"] and kitti.data.val_fraction == 0.1
+    chosen = config_from_dict({"data": {"holdout_cities": ["ulm"], "labels": "road"}})
+    with pytest.raises(UserError, match="unknown config key.*holdout_cities"):
+        apply_overrides(chosen, {"data.dataset": "kitti"})
