@@ -57,7 +57,7 @@ KEY_METRICS: tuple[str, ...] = get_args(KeyMetric)
 LOSS_HEADS = {"bce_dice": "sigmoid", "ce": "softmax"}
 
 
-def _line(message: str) -> PydanticCustomError:
+def config_line(message: str) -> PydanticCustomError:
     """An error whose message is already the whole line the user sees."""
     return PydanticCustomError("config_line", "{message}", {"message": message})
 
@@ -109,7 +109,7 @@ def _as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _comma_list(value: Any) -> Any:
+def comma_list(value: Any) -> Any:
     # `--set data.holdout_cities=ulm,bremen` names two cities, not one called "ulm,bremen".
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -294,9 +294,9 @@ class FolderClasses(_Section):
     @model_validator(mode="after")
     def _distinct(self) -> FolderClasses:
         if not self.classes:
-            raise _line("classes is empty: list at least one {name: ..., color: [r, g, b]}")
+            raise config_line("classes is empty: list at least one {name: ..., color: [r, g, b]}")
         if len(self.classes) > 255:
-            raise _line(
+            raise config_line(
                 f"classes lists {len(self.classes)} classes: 8-bit masks hold at most 255 "
                 "(ids 0..254, 255 being ignore_index)"
             )
@@ -306,20 +306,20 @@ class FolderClasses(_Section):
                 value = getattr(entry, key)
                 if value in seen:
                     shown = list(value) if key == "color" else repr(value)
-                    raise _line(
+                    raise config_line(
                         f"classes[{seen[value]}] and classes[{index}] have the same {key} "
                         f"{shown}: give each class its own {key}"
                     )
                 seen[value] = index
         if self.ignore_index < len(self.classes):
             name = self.classes[self.ignore_index].name
-            raise _line(
+            raise config_line(
                 f"ignore_index {self.ignore_index} is the id of class '{name}' (a class's id is "
                 "its position in the list, from 0): use 255 (or another value from "
                 f"{len(self.classes)} to 255)"
             )
         if self.mask_format == "rgb" and self.ignore_index != 255:
-            raise _line(
+            raise config_line(
                 f"ignore_index {self.ignore_index} is for index masks: in rgb masks every colour "
                 "that no class has is ignored; remove ignore_index"
             )
@@ -384,7 +384,7 @@ class DataConfig(_Section):
         try:
             return options.model_validate(values)
         except ValidationError as error:  # one line naming data.KEY, as for any other section
-            raise _line(_one_line(error, values, outer=("data",))) from None
+            raise config_line(_one_line(error, values, outer=("data",))) from None
 
     @model_validator(mode="after")
     def _default_labels(self) -> DataConfig:
@@ -405,7 +405,7 @@ def _kinds() -> dict:
 def _options_of(dataset: Any) -> type[DataConfig]:
     kinds = _kinds()
     if dataset not in kinds:
-        raise _line(
+        raise config_line(
             f"data.dataset={dataset!r} is not valid: it should be one of {', '.join(kinds)}"
         )
     return kinds[dataset].options
@@ -502,12 +502,12 @@ class OptimConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> OptimConfig:
         if self.warmup_iters and self.scheduler == "plateau":
-            raise _line(
+            raise config_line(
                 f"optim.warmup_iters={self.warmup_iters} is not valid with optim.scheduler "
                 "'plateau': warmup works with the poly, cosine and none schedulers; set it to 0"
             )
         if self.min_lr > self.lr:
-            raise _line(
+            raise config_line(
                 f"optim.min_lr={self.min_lr} is not valid: it should be at most optim.lr "
                 f"({self.lr}), the rate the schedule starts from"
             )
@@ -599,7 +599,7 @@ def _resolve_head(config: Config) -> None:
     if config.model.head is None:
         config.model.head = wanted
     elif config.model.head != wanted:
-        raise _line(
+        raise config_line(
             f"model.head '{config.model.head}' does not fit loss.name '{config.loss.name}', "
             f"which trains a {wanted} head: set model.head to {wanted} or null"
         )
@@ -610,7 +610,7 @@ def _check_model(model: ModelConfig) -> None:
     from segmentation.models.encoders import ENCODER_ALIASES, ENCODERS
 
     if model.backbone not in ENCODERS and model.backbone not in ENCODER_ALIASES:
-        raise _line(
+        raise config_line(
             f"model.backbone={model.backbone!r} is not valid: it should be one of "
             f"{', '.join([*ENCODERS, *ENCODER_ALIASES])}"
         )
@@ -628,7 +628,7 @@ def _check_loss(loss: LossConfig) -> None:
     try:  # the loss checks its own ranges (bce_weight in [0, 1], ...): a tiny one tells now
         LOSSES[loss.name](2, **loss.options)
     except UserError as error:
-        raise _line(f"loss.options is not valid for loss '{loss.name}': {error}") from None
+        raise config_line(f"loss.options is not valid for loss '{loss.name}': {error}") from None
 
 
 _OPTION_TYPES = {
@@ -643,7 +643,7 @@ def _checked_options(key: str, owner: str, given: dict, defaults: dict) -> dict:
     """`given` with each value converted to the type of its default; unknown names refused."""
     unknown = [str(name) for name in given if name not in defaults]
     if unknown:
-        raise _line(
+        raise config_line(
             f"{key} has unknown option(s) {', '.join(unknown)} for {owner}: valid options are "
             f"{', '.join(defaults)}"
         )
@@ -657,7 +657,7 @@ def _checked_options(key: str, owner: str, given: dict, defaults: dict) -> dict:
             checked[name] = adapter.validate_python(value)
         except ValidationError as error:
             reason = _reason_text(error.errors(include_url=False)[0])
-            raise _line(
+            raise config_line(
                 f"{key}.{name}={value!r} is not valid: {reason} (default {defaults[name]!r})"
             ) from None
     return checked

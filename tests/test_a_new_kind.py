@@ -43,6 +43,7 @@ class PairsKind(DatasetKind):
     name: ClassVar[str] = "pairs"
     options: ClassVar[type[DataConfig]] = PairsOptions
     layout: ClassVar[str] = "ROOT/SPLIT/NAME.png, ROOT/SPLIT/NAME.mask.png"
+    schemes: ClassVar[tuple[str, ...]] = ("all",)
     labels_help: ClassVar[str] = "pairs: all"
     default_labels: ClassVar[list[str]] = ["all"]
 

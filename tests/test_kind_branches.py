@@ -112,3 +112,10 @@ def test_an_unknown_dataset_is_refused_in_one_line_listing_the_known_ones():
     message = str(raised.value)
     assert "\n" not in message and "mapillary" in message
     assert all(name in message for name in KINDS)
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "kitti"])
+def test_each_scheme_a_kind_offers_builds(name):
+    kind = KINDS[name]
+    assert [kind.scheme_named(scheme).name for scheme in kind.schemes] == list(kind.schemes)
+    assert kind.scheme_named(kind.default_labels).name in kind.schemes

@@ -61,7 +61,10 @@ class DatasetKind:
     name: ClassVar[str]
     options: ClassVar[type[DataConfig]]  # the data section's keys for this kind
     layout: ClassVar[str]  # one line: where the images and labels lie under ROOT
-    labels_help: ClassVar[str]  # the label schemes it offers, in words
+    # The label schemes it offers by name (a later kind can map its classes onto another
+    # kind's scheme), and in words, with what else `labels` may name.
+    schemes: ClassVar[tuple[str, ...]]
+    labels_help: ClassVar[str]
     default_labels: ClassVar[list[str]]
     # data.check: what to do about label values outside the scheme, "" where the lines say it
     outside_advice: ClassVar[str] = ""
@@ -152,12 +155,6 @@ class DatasetKind:
     def add_sample_command(self, subcommands: argparse._SubParsersAction) -> None:
         """Add `python -m segmentation.sample NAME DIR` where the kind has a sample-tree
         generator: a subparser whose defaults hold `generate(args) -> summary`."""
-
-
-def refuse_labels(kind: DatasetKind, names: list[str]) -> UserError:
-    return UserError(
-        f"unknown {kind.name} label scheme '{','.join(names)}': use {kind.labels_help}"
-    )
 
 
 def label_names(labels: str | list[str] | Any) -> list[str]:

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
-from segmentation.config import DataConfig, Text, allowed
-from segmentation.config import _comma_list as comma_list
+from segmentation.config import DataConfig, Text, allowed, comma_list
 from segmentation.data.headers import GREY_8BIT, LabelFormat
 from segmentation.data.kinds.base import DatasetKind, LabelReader, Scorer, label_names
+from segmentation.data.labels import CITYSCAPES_SCHEMES
 from segmentation.errors import UserError
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class CityscapesKind(DatasetKind):
     name: ClassVar[str] = "cityscapes"
     options: ClassVar[type[DataConfig]] = CityscapesOptions
     layout: ClassVar[str] = "ROOT/leftImg8bit/SPLIT/CITY/*.png, ROOT/gtFine/SPLIT/CITY/*.png"
+    schemes: ClassVar[tuple[str, ...]] = CITYSCAPES_SCHEMES
     labels_help: ClassVar[str] = (
         "Cityscapes: categories, classes, official, or label names (road,car)"
     )

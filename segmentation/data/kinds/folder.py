@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from segmentation.config import DataConfig, FolderClasses, Text, allowed
-from segmentation.config import _line as config_line
+from segmentation.config import DataConfig, FolderClasses, Text, allowed, config_line
 from segmentation.data.headers import COLOUR, GREY_8BIT, LabelFormat
 from segmentation.data.kinds.base import DatasetKind, LabelReader
 from segmentation.errors import UserError
@@ -71,6 +70,7 @@ class FolderKind(DatasetKind):
     name: ClassVar[str] = "folder"
     options: ClassVar[type[DataConfig]] = FolderOptions
     layout: ClassVar[str] = "ROOT/classes.yaml, ROOT/images/SPLIT/**, ROOT/masks/SPLIT/**"
+    schemes: ClassVar[tuple[str, ...]] = ("all",)
     labels_help: ClassVar[str] = "folder: all"
     default_labels: ClassVar[list[str]] = ["all"]
     outside_advice: ClassVar[str] = (

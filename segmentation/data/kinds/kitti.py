@@ -10,6 +10,7 @@ from pydantic import Field
 from segmentation.config import DataConfig, Float
 from segmentation.data.headers import RGB_8BIT, LabelFormat
 from segmentation.data.kinds.base import DatasetKind, LabelReader, Scorer, label_names
+from segmentation.data.labels import KITTI_SCHEMES
 
 if TYPE_CHECKING:
     import argparse
@@ -36,6 +37,7 @@ class KittiKind(DatasetKind):
     name: ClassVar[str] = "kitti"
     options: ClassVar[type[DataConfig]] = KittiOptions
     layout: ClassVar[str] = "ROOT/data_road/{training,testing}/image_2, training/gt_image_2"
+    schemes: ClassVar[tuple[str, ...]] = KITTI_SCHEMES
     labels_help: ClassVar[str] = "KITTI: road, lane"
     default_labels: ClassVar[list[str]] = ["road"]
     precision_recall_curve: ClassVar[bool] = True
