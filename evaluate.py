@@ -159,16 +159,11 @@ def write_scores(results: dict, path: Path, overwrite: bool) -> None:
 
 def write_report(args: argparse.Namespace, evaluator, keeper, results: dict, other) -> None:
     """The report folder from the pass's counts and the images the keeper chose."""
-    from segmentation.evaluation.kitti_road import CATEGORIES
     from segmentation.report.page import ReportInputs
     from segmentation.report.page import write_report as write_page
     from segmentation.report.summary import image_miou
 
-    histograms = None
-    if evaluator.kitti is not None:
-        counts = evaluator.kitti.histograms.cpu().numpy()
-        histograms = {name: (counts[i, 0], counts[i, 1]) for i, name in enumerate(CATEGORIES)}
-        histograms["overall"] = (counts[:, 0].sum(axis=0), counts[:, 1].sum(axis=0))
+    histograms = evaluator.scorer.report_histograms() if evaluator.scorer else None
     names, per_image = keeper.per_image()
     worst, best = keeper.chosen()
     inputs = ReportInputs(
@@ -199,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from segmentation.data.build import find_samples, label_reader
+        from segmentation.data.kinds.catalog import kind_of
         from segmentation.devices import resolve_device
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
         from segmentation.inference.model import load_trained_model
@@ -218,11 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_root:
             data_config = data_config.model_copy(update={"root": args.data_root})
         check_outside_dataset(output_paths(args), Path(data_config.root))
-        if data_config.dataset == "cityscapes" and args.split == "test":
-            raise UserError(
-                "the Cityscapes test labels are dummies (all 'unlabeled'): score the val split, "
-                "or render the test images with inference.py for the benchmark server"
-            )
+        kind = kind_of(data_config)
+        kind.check_scored_split(args.split)
         samples = find_samples(data_config, args.split)
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")
@@ -243,11 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             write_scores(results, args.output_json, args.overwrite)
         if keeper is not None:
             write_report(args, evaluator, keeper, results, other)
-        if args.export_dir and trained.scheme.dataset == "cityscapes":
-            print(
-                f"label-id predictions in {args.export_dir / 'labelIds'}: the official evaluator "
-                f"reads them with CITYSCAPES_RESULTS={args.export_dir / 'labelIds'}"
-            )
+        note = kind.export_note(args.export_dir) if args.export_dir else None
+        if note:
+            print(note)
 
     return run_guarded(run, debug=args.debug)
 

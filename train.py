@@ -25,6 +25,7 @@ from segmentation.config import (
     check_amp_device,
     config_from_dict,
     load_config,
+    saved_config_from_dict,
 )
 from segmentation.config_doc import reference_text
 from segmentation.errors import UserError
@@ -152,7 +153,7 @@ def _resolved_config(args: argparse.Namespace) -> Config:
                 "--resume takes its config from the checkpoint: drop --config (flags do override)"
             )
         state = load_checkpoint(args.resume, needs=USE_ENTRIES)
-        config = config_from_dict(state["config"])
+        config = saved_config_from_dict(state["config"], f"checkpoint {args.resume}")
         run_dir = str(args.resume.parent)
         if args.output_dir and Path(args.output_dir).resolve() != args.resume.parent.resolve():
             raise UserError(
@@ -196,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_next_steps(run_dir: Path, config: Config) -> None:
     """The journey's next commands, ready to copy: quoted, naming files that exist."""
+    from segmentation.data.kinds.catalog import kind_of
+
     best = run_dir / "best.pt"
     checkpoint = best if best.is_file() else run_dir / "last.pt"
     rendered = run_dir / "frames"
-    frames = Path(config.data.root) / "leftImg8bit" / "demoVideo" / "stuttgart_00"
+    frames = kind_of(config.data).demo_frames(config.data)
     q = shlex.quote
     lines = [
         f"done: checkpoints and logs in {run_dir}",
@@ -207,11 +210,11 @@ def _print_next_steps(run_dir: Path, config: Config) -> None:
         f"  tensorboard --logdir {q(str(run_dir / 'tensorboard'))}",
         f"  python evaluate.py --checkpoint {q(str(checkpoint))} --data-root {q(config.data.root)}",
     ]
-    if config.data.dataset == "cityscapes" and frames.is_dir():
+    if frames is not None:
         lines += [
             f"  python inference.py --checkpoint {q(str(checkpoint))} --input {q(str(frames))} "
             f"--output {q(str(rendered))}",
-            f"  ./make_video.sh {q(str(rendered))} {q(str(run_dir / 'stuttgart_00.mp4'))} 20 "
+            f"  ./make_video.sh {q(str(rendered))} {q(str(run_dir / (frames.name + '.mp4')))} 20 "
             "'*_overlay.png'",
         ]
     print("\n".join(lines))

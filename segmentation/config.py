@@ -8,6 +8,7 @@ is saved with every run and every checkpoint.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pydantic import (
     FiniteFloat,
     PlainSerializer,
     PlainValidator,
+    SerializeAsAny,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -34,7 +36,8 @@ from segmentation import model_catalog
 from segmentation.errors import UserError
 from segmentation.yaml_io import read_yaml
 
-Dataset = Literal["cityscapes", "kitti", "folder"]
+logger = logging.getLogger(__name__)
+
 MaskFormat = Literal["index", "rgb"]
 Arch = Literal[model_catalog.ARCHITECTURES]
 Head = Literal["sigmoid", "softmax"]
@@ -55,7 +58,7 @@ KEY_METRICS: tuple[str, ...] = get_args(KeyMetric)
 LOSS_HEADS = {"bce_dice": "sigmoid", "ce": "softmax"}
 
 
-def _line(message: str) -> PydanticCustomError:
+def config_line(message: str) -> PydanticCustomError:
     """An error whose message is already the whole line the user sees."""
     return PydanticCustomError("config_line", "{message}", {"message": message})
 
@@ -107,7 +110,7 @@ def _as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _comma_list(value: Any) -> Any:
+def comma_list(value: Any) -> Any:
     # `--set data.holdout_cities=ulm,bremen` names two cities, not one called "ulm,bremen".
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -290,9 +293,9 @@ class FolderClasses(_Section):
     @model_validator(mode="after")
     def _distinct(self) -> FolderClasses:
         if not self.classes:
-            raise _line("classes is empty: list at least one {name: ..., color: [r, g, b]}")
+            raise config_line("classes is empty: list at least one {name: ..., color: [r, g, b]}")
         if len(self.classes) > 255:
-            raise _line(
+            raise config_line(
                 f"classes lists {len(self.classes)} classes: 8-bit masks hold at most 255 "
                 "(ids 0..254, 255 being ignore_index)"
             )
@@ -302,20 +305,20 @@ class FolderClasses(_Section):
                 value = getattr(entry, key)
                 if value in seen:
                     shown = list(value) if key == "color" else repr(value)
-                    raise _line(
+                    raise config_line(
                         f"classes[{seen[value]}] and classes[{index}] have the same {key} "
                         f"{shown}: give each class its own {key}"
                     )
                 seen[value] = index
         if self.ignore_index < len(self.classes):
             name = self.classes[self.ignore_index].name
-            raise _line(
+            raise config_line(
                 f"ignore_index {self.ignore_index} is the id of class '{name}' (a class's id is "
                 "its position in the list, from 0): use 255 (or another value from "
                 f"{len(self.classes)} to 255)"
             )
         if self.mask_format == "rgb" and self.ignore_index != 255:
-            raise _line(
+            raise config_line(
                 f"ignore_index {self.ignore_index} is for index masks: in rgb masks every colour "
                 "that no class has is ignored; remove ignore_index"
             )
@@ -323,47 +326,29 @@ class FolderClasses(_Section):
 
 
 class DataConfig(_Section):
-    """What to train and validate on, and how its images are read."""
+    """What to train on and how its images are read: the keys every dataset kind shares.
 
-    dataset: Annotated[Dataset, Choice] = Field(
-        "cityscapes", description="layout of the dataset under data.root"
+    Each kind's options (segmentation/data/kinds/) add the keys of its own layout;
+    `DataConfig(dataset=..., ...)` and the data section of a config are validated as the options
+    of the kind that `dataset` names."""
+
+    dataset: Text = Field(
+        "cityscapes",
+        description="layout of the dataset under data.root; each has its own keys below",
+        json_schema_extra=lambda schema: schema.update(type="choice", allowed=", ".join(_kinds())),
     )
     root: Text = Field("data/cityscapes", description="dataset root folder (--data-root)")
-    # "road,car" stays one string, which get_scheme splits.
+    # "road,car" stays one string, which the kind's scheme splits.
     labels: Annotated[list[Text], BeforeValidator(_as_list), Field(min_length=1)] | None = Field(
         None,
-        description="label scheme: a scheme name or label names (--labels); null: categories, "
-        "the folder dataset: all",
-        json_schema_extra=allowed(
-            "Cityscapes: categories, classes, official, or label names (road,car); KITTI: road, "
-            "lane; folder: all"
-        ),
-    )
-    # Copied when a run starts so that its config and checkpoints carry the classes
-    # (evaluation and inference need no dataset root).
-    classes: FolderClasses | None = Field(
-        None,
-        description="folder dataset: its ROOT/classes.yaml, filled in when a run starts",
-        json_schema_extra=allowed("null (a run fills it in; a resumed run checks it)"),
+        description="label scheme: a scheme name or label names (--labels); null: the "
+        "dataset's default scheme",
+        json_schema_extra=allowed_from(lambda: "; ".join(k.labels_help for k in _kinds().values())),
     )
     image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = Field(
         (256, 512),
         description="size (height, width) of the training crops after resizing (--image-size)",
         json_schema_extra=allowed("HEIGHTxWIDTH (e.g. 256x512) or [height, width], each >= 1"),
-    )
-    train_split: Text = Field("train", description="split folder to train on")
-    val_split: Text = Field("val", description="split folder to validate on")
-    holdout_cities: Annotated[list[Text], BeforeValidator(_comma_list)] = Field(
-        default_factory=list,
-        description="Cityscapes: validate on these cities of train_split, left out of "
-        "training, instead of on val_split (the original project: [ulm, bremen, aachen])",
-        json_schema_extra=allowed("city names: a list, or one string ulm,bremen"),
-    )
-    coarse: bool = Field(
-        False, description="Cityscapes: also train on train_extra with its gtCoarse labels"
-    )
-    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = Field(
-        0.1, description="KITTI: share of each category's training images held out to validate"
     )
     skip_missing_labels: bool = Field(
         False, description="leave out images without a mask (with a warning) instead of refusing"
@@ -384,23 +369,45 @@ class DataConfig(_Section):
         default_factory=AugmentConfig, description="random changes to the training images"
     )
 
+    def __new__(cls, *args: Any, **values: Any) -> DataConfig:
+        if cls is DataConfig:  # the options of the kind named, whose __init__ then runs
+            return object.__new__(_options_of(values.get("dataset", _DEFAULT_DATASET)))
+        return super().__new__(cls)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _of_its_kind(cls, values: Any, handler: Callable) -> Any:
+        if cls is not DataConfig or not isinstance(values, dict):
+            return handler(values)
+        options = _options_of(values.get("dataset", _DEFAULT_DATASET))
+        try:
+            return options.model_validate(values)
+        except ValidationError as error:  # one line naming data.KEY, as for any other section
+            raise config_line(_one_line(error, values, outer=("data",))) from None
+
     @model_validator(mode="after")
-    def _labels_of_dataset(self) -> DataConfig:
-        if self.dataset != "folder":
-            if self.classes is not None:
-                raise _line(
-                    f"data.classes is for the folder dataset (copied from ROOT/classes.yaml), "
-                    f"not for {self.dataset}: remove it"
-                )
-            self.labels = self.labels or ["categories"]
-        elif self.labels not in (None, ["all"]):
-            raise _line(
-                f"data.labels={','.join(self.labels)!r} is not valid for the folder dataset: its "
-                "classes are those of ROOT/classes.yaml; set data.labels to all or leave it out"
-            )
-        else:
-            self.labels = ["all"]
+    def _default_labels(self) -> DataConfig:
+        if self.labels is None:
+            self.labels = list(_kinds()[self.dataset].default_labels)
         return self
+
+
+_DEFAULT_DATASET = "cityscapes"
+
+
+def _kinds() -> dict:
+    from segmentation.data.kinds.catalog import KINDS  # the kinds import this module
+
+    return KINDS
+
+
+def _options_of(dataset: Any) -> type[DataConfig]:
+    kinds = _kinds()
+    if dataset not in kinds:
+        raise config_line(
+            f"data.dataset={dataset!r} is not valid: it should be one of {', '.join(kinds)}"
+        )
+    return kinds[dataset].options
 
 
 class ModelConfig(_Section):
@@ -494,12 +501,12 @@ class OptimConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> OptimConfig:
         if self.warmup_iters and self.scheduler == "plateau":
-            raise _line(
+            raise config_line(
                 f"optim.warmup_iters={self.warmup_iters} is not valid with optim.scheduler "
                 "'plateau': warmup works with the poly, cosine and none schedulers; set it to 0"
             )
         if self.min_lr > self.lr:
-            raise _line(
+            raise config_line(
                 f"optim.min_lr={self.min_lr} is not valid: it should be at most optim.lr "
                 f"({self.lr}), the rate the schedule starts from"
             )
@@ -562,7 +569,10 @@ class Config(_Section):
         "runs/run",
         description="run folder for checkpoints, logs and config.yaml; must be new (--output-dir)",
     )
-    data: DataConfig = Field(default_factory=DataConfig, description="what to train on")
+    # SerializeAsAny: a run's config.yaml and checkpoints keep the keys of the data's kind.
+    data: SerializeAsAny[DataConfig] = Field(
+        default_factory=DataConfig, description="what to train on"
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
     loss: LossConfig = Field(default_factory=LossConfig, description="the training loss")
     optim: OptimConfig = Field(
@@ -588,7 +598,7 @@ def _resolve_head(config: Config) -> None:
     if config.model.head is None:
         config.model.head = wanted
     elif config.model.head != wanted:
-        raise _line(
+        raise config_line(
             f"model.head '{config.model.head}' does not fit loss.name '{config.loss.name}', "
             f"which trains a {wanted} head: set model.head to {wanted} or null"
         )
@@ -596,7 +606,7 @@ def _resolve_head(config: Config) -> None:
 
 def _check_model(model: ModelConfig) -> None:
     if not model_catalog.is_backbone(model.backbone):
-        raise _line(
+        raise config_line(
             f"model.backbone={model.backbone!r} is not valid: it should be one of "
             f"{', '.join(model_catalog.backbone_names())}"
         )
@@ -617,7 +627,7 @@ def _check_loss(loss: LossConfig) -> None:
     try:  # the loss checks its own ranges (bce_weight in [0, 1], ...): a tiny one tells now
         LOSSES[loss.name](2, **loss.options)
     except UserError as error:
-        raise _line(f"loss.options is not valid for loss '{loss.name}': {error}") from None
+        raise config_line(f"loss.options is not valid for loss '{loss.name}': {error}") from None
 
 
 _OPTION_TYPES = {
@@ -632,7 +642,7 @@ def _checked_options(key: str, owner: str, given: dict, defaults: dict) -> dict:
     """`given` with each value converted to the type of its default; unknown names refused."""
     unknown = [str(name) for name in given if name not in defaults]
     if unknown:
-        raise _line(
+        raise config_line(
             f"{key} has unknown option(s) {', '.join(unknown)} for {owner}: valid options are "
             f"{', '.join(defaults)}"
         )
@@ -646,7 +656,7 @@ def _checked_options(key: str, owner: str, given: dict, defaults: dict) -> dict:
             checked[name] = adapter.validate_python(value)
         except ValidationError as error:
             reason = _reason_text(error.errors(include_url=False)[0])
-            raise _line(
+            raise config_line(
                 f"{key}.{name}={value!r} is not valid: {reason} (default {defaults[name]!r})"
             ) from None
     return checked
@@ -673,10 +683,12 @@ def _given(values: Any, keys: list[str], fallback: Any) -> Any:
     return values
 
 
-def _one_line(error: ValidationError, values: Any) -> str:
-    """The first problem of `error` as one line: dotted key, value given, what is allowed."""
+def _one_line(error: ValidationError, values: Any, outer: tuple[str, ...] = ()) -> str:
+    """The first problem of `error` as one line: dotted key, value given, what is allowed.
+    `outer`: the keys above `values` (a section validated on its own)."""
     first = error.errors(include_url=False)[0]
-    keys = [part for part in first["loc"] if isinstance(part, str)]
+    inner = [part for part in first["loc"] if isinstance(part, str)]
+    keys = [*outer, *inner]
     key = ".".join(keys)
     if first["type"] == "config_line":
         message = first["ctx"]["message"]
@@ -691,7 +703,7 @@ def _one_line(error: ValidationError, values: Any) -> str:
         indexes = [part for part in first["loc"] if isinstance(part, int)]
         if indexes:
             reason = reason.replace("it should", f"item {indexes[-1] + 1} should", 1)
-        given = _given(values, keys, first["input"])
+        given = _given(values, inner, first["input"])
         message = f"{key}={given!r} is not valid: {reason}"
     return " ".join(message.split())
 
@@ -711,6 +723,36 @@ def config_from_dict(values: dict | None) -> Config:
         return Config.model_validate(values)
     except ValidationError as error:
         raise UserError(_one_line(error, values)) from None
+
+
+_WARNED: set[tuple] = set()  # (source, dropped keys) already named: warn once per process
+
+
+def saved_config_from_dict(values: dict | None, source: str) -> Config:
+    """The Config that a run saved (its config.yaml, a checkpoint), named `source` in messages.
+    As config_from_dict, except that data keys of another dataset kind are dropped with one
+    warning: runs saved before each kind had its own keys carry every kind's keys (a KITTI run's
+    holdout_cities), which mean nothing for their kind. In a user's config file they are
+    refused."""
+    data = values.get("data") if isinstance(values, dict) else None
+    if isinstance(data, dict) and data.get("dataset", _DEFAULT_DATASET) in _kinds():
+        kinds = _kinds()
+        own = _options_of(data.get("dataset", _DEFAULT_DATASET)).model_fields
+        known = {key for kind in kinds.values() for key in kind.options.model_fields}
+        foreign = [key for key in data if key in known and key not in own]
+        if foreign:
+            if (source, tuple(foreign)) not in _WARNED:
+                _WARNED.add((source, tuple(foreign)))
+                logger.warning(
+                    "%s: data key(s) %s mean nothing for the %s dataset (saved before each "
+                    "dataset kind had its own keys): dropped",
+                    source,
+                    ", ".join(foreign),
+                    data.get("dataset", _DEFAULT_DATASET),
+                )
+            kept = {key: value for key, value in data.items() if key not in foreign}
+            values = {**values, "data": kept}
+    return config_from_dict(values)
 
 
 def _location(loc: tuple) -> str:
@@ -830,7 +872,25 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         values["model"]["head"] = None
     for dotted, value in overrides.items():
         _set_dotted(values, dotted, value)
+    _leave_the_old_kinds_defaults(config.data, values.get("data"))
     return config_from_dict(values)
+
+
+def _leave_the_old_kinds_defaults(old: DataConfig, data: Any) -> None:
+    """An override of data.dataset takes the new kind's defaults: the old kind's keys at their
+    defaults (and its default scheme) go; a value the config chose stays, to be refused if it
+    means nothing for the new kind."""
+    if not isinstance(data, dict) or data.get("dataset") in (old.dataset, None):
+        return
+    if data.get("dataset") not in _kinds():
+        return  # refused by validation, naming the known kinds
+    defaults = type(old)(dataset=old.dataset).model_dump(mode="json")
+    new_keys = _options_of(data["dataset"]).model_fields
+    for key, default in defaults.items():
+        if key not in new_keys and key in data and data[key] == default:
+            del data[key]
+    if data.get("labels") == defaults["labels"]:
+        data["labels"] = None
 
 
 def config_to_dict(config: Config) -> dict:

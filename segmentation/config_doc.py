@@ -5,9 +5,10 @@ docs/config.md holds it as markdown, made by
 
     python -m segmentation.config_doc > docs/config.md
 
-Each key's help is its `Field(description=...)` in segmentation/config.py; its type, default and
-allowed values (Literal choices, ranges) are read from its annotation, or from
-`json_schema_extra=allowed(...)` where a validator decides.
+Each key's help is its `Field(description=...)` in segmentation/config.py (a dataset kind's own
+data keys: in its module, segmentation/data/kinds/); its type, default and allowed values (Literal
+choices, ranges) are read from its annotation, or from `json_schema_extra=allowed(...)` where a
+validator decides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from segmentation.config import Config, config_to_dict
+from segmentation.config import Config, DataConfig, config_to_dict
 
 REGENERATE = "python -m segmentation.config_doc > docs/config.md"
 _TYPE_NAMES = {int: "integer", float: "number", str: "text", bool: "true/false", Any: "any"}
@@ -43,11 +44,13 @@ class KeyDoc:
 
 @dataclass(frozen=True)
 class SectionDoc:
-    """The keys of one section; `name` is dotted (data.augment), "" for the top level."""
+    """The keys of one section; `name` is dotted (data.augment), "" for the top level;
+    `dataset`: the dataset kind whose own data keys these are, "" for keys of every kind."""
 
     name: str
     help: str
     keys: list[KeyDoc]
+    dataset: str = ""
 
 
 # --------------------------------------------------------------------------- reading the models
@@ -138,15 +141,24 @@ def _allowed_text(annotation: Any, metadata: list) -> str:
     return _range_text(_constraints(metadata))
 
 
-def _field_allowed(field: FieldInfo) -> str:
+def _extra(field: FieldInfo) -> dict:
     extra = field.json_schema_extra
     if callable(extra):  # allowed_from: a list kept in another module, read now
         schema: dict = {}
         extra(schema)
         extra = schema
-    if isinstance(extra, dict) and "allowed" in extra:
+    return extra if isinstance(extra, dict) else {}
+
+
+def _field_allowed(field: FieldInfo) -> str:
+    extra = _extra(field)
+    if "allowed" in extra:
         return str(extra["allowed"])
     return _allowed_text(field.annotation, list(field.metadata))
+
+
+def _field_type(field: FieldInfo) -> str:
+    return str(_extra(field).get("type") or _type_text(field.annotation))
 
 
 def _is_section(annotation: Any) -> bool:
@@ -159,14 +171,35 @@ def _default(field: FieldInfo) -> Any:
     return field.get_default(call_default_factory=True)
 
 
-def _sections(model: type[BaseModel], prefix: str, values: dict | None) -> list[SectionDoc]:
+def _kind_sections(prefix: str, values: dict | None) -> list[SectionDoc]:
+    """The data keys of each dataset kind beyond those every kind has; with `values`, those of
+    its kind alone."""
+    from segmentation.data.kinds.catalog import KINDS
+
+    sections = []
+    for kind in KINDS.values():
+        if values is not None and values.get("dataset") != kind.name:
+            continue
+        own = [name for name in kind.options.model_fields if name not in DataConfig.model_fields]
+        [section] = _sections(kind.options, prefix, values, own)
+        sections.append(SectionDoc(section.name, section.help, section.keys, kind.name))
+    return sections
+
+
+def _sections(
+    model: type[BaseModel], prefix: str, values: dict | None, only: list[str] | None = None
+) -> list[SectionDoc]:
     keys: list[KeyDoc] = []
     nested: list[SectionDoc] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
+        if only is not None and name not in only:
+            continue
         if _is_section(field.annotation):
             inner = values.get(name) if values is not None else None
             nested += _sections(field.annotation, f"{key}.", inner)
+            if field.annotation is DataConfig:
+                nested += _kind_sections(f"{key}.", inner)
             continue
         if not field.description:
             raise ValueError(
@@ -176,7 +209,7 @@ def _sections(model: type[BaseModel], prefix: str, values: dict | None) -> list[
         keys.append(
             KeyDoc(
                 key=key,
-                type=_type_text(field.annotation),
+                type=_field_type(field),
                 allowed=_field_allowed(field),
                 default=yaml_text(_default(field)),
                 help=field.description,
@@ -209,7 +242,8 @@ def reference_text(config: Config | None = None) -> str:
         "section.key=VALUE sets one.",
     ]
     for section in config_reference(config):
-        lines += ["", f"[{section.name or 'top level'}] {section.help}"]
+        where = f", dataset: {section.dataset}" if section.dataset else ""
+        lines += ["", f"[{section.name or 'top level'}{where}] {section.help}"]
         for key in section.keys:
             shown = key.default if key.value is None else key.value
             lines += [
@@ -243,6 +277,8 @@ def reference_markdown() -> str:
     ]
     for section in config_reference():
         title = f"`{section.name}`" if section.name else "Top level"
+        if section.dataset:
+            title += f" with `dataset: {section.dataset}`"
         lines += [
             "",
             f"## {title}",

@@ -302,13 +302,15 @@ def header_cases(tmp: Path) -> dict:
 
 def test_the_start_up_check_reads_headers_and_names_the_file(tmp_path):
     from segmentation.data.headers import check_headers
+    from segmentation.data.kinds.catalog import kind_named
 
     for name, (dataset, sample, fragments) in header_cases(tmp_path).items():
+        label_format = kind_named(dataset).label_format(None)
         if fragments is None:
-            check_headers([sample], dataset)
+            check_headers([sample], label_format)
             continue
         with pytest.raises(UserError) as raised:
-            check_headers([sample], dataset)
+            check_headers([sample], label_format)
         for fragment in fragments:
             assert fragment in str(raised.value), (name, str(raised.value))
 

@@ -231,7 +231,6 @@ FLOAT_KEYS = [
     ("optim", "plateau_factor"),
     ("optim", "poly_power"),
     ("optim", "min_lr"),
-    ("data", "val_fraction"),
     ("train", "grad_clip"),
 ]
 
@@ -239,6 +238,7 @@ FLOAT_KEYS = [
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_no_float_takes_nan_or_inf(bad):
     cases = [({section: {key: bad}}, f"{section}.{key}") for section, key in FLOAT_KEYS]
+    cases.append(({"data": {"dataset": "kitti", "val_fraction": bad}}, "data.val_fraction"))
     cases += [
         ({"data": {"augment": {"hflip": bad}}}, "data.augment.hflip"),
         ({"data": {"augment": {"color": bad}}}, "data.augment.color"),
@@ -407,3 +407,11 @@ def test_a_loss_named_in_a_mapping_brings_its_head(tmp_path):
         "--config", config_path, "--set", "loss={name: ce}", "--set", "model={head: null}"
     )
     assert kept.model.head == "softmax"
+
+
+def test_switching_the_dataset_by_override_takes_the_new_kinds_defaults():
+    kitti = apply_overrides(config_from_dict({}), {"data.dataset": "kitti"})
+    assert kitti.data.labels == ["road"] and kitti.data.val_fraction == 0.1
+    chosen = config_from_dict({"data": {"holdout_cities": ["ulm"], "labels": "road"}})
+    with pytest.raises(UserError, match="unknown config key.*holdout_cities"):
+        apply_overrides(chosen, {"data.dataset": "kitti"})

@@ -34,6 +34,7 @@ from segmentation.data.build import (
 )
 from segmentation.data.folder import RgbMaskReader
 from segmentation.data.headers import pair_problem
+from segmentation.data.kinds.folder import INDEX_MASKS, RGB_MASKS
 from segmentation.data.labels import IGNORE_INDEX
 from segmentation.errors import UserError
 from segmentation.sample.folder import SAMPLE_CLASSES
@@ -135,11 +136,11 @@ def test_headers_take_grey_index_masks_and_colour_rgb_masks(tmp_path):
     grey, colour = tmp_path / "grey.png", tmp_path / "colour.png"
     cv2.imwrite(str(grey), np.zeros((4, 6), np.uint8))
     cv2.imwrite(str(colour), np.zeros((4, 6, 3), np.uint8))
-    assert pair_problem(Sample(image, grey, "x", ""), "folder:index") is None
-    assert pair_problem(Sample(image, colour, "x", ""), "folder:rgb") is None
-    kind, message = pair_problem(Sample(image, colour, "x", ""), "folder:index")
+    assert pair_problem(Sample(image, grey, "x", ""), INDEX_MASKS) is None
+    assert pair_problem(Sample(image, colour, "x", ""), RGB_MASKS) is None
+    kind, message = pair_problem(Sample(image, colour, "x", ""), INDEX_MASKS)
     assert kind == "format" and "mask_format rgb" in message
-    kind, message = pair_problem(Sample(image, grey, "x", ""), "folder:rgb")
+    kind, message = pair_problem(Sample(image, grey, "x", ""), RGB_MASKS)
     assert kind == "format" and "mask_format index" in message
 
 

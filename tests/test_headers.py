@@ -18,6 +18,8 @@ from segmentation.data.dataset import FullResolutionDataset, Sample
 from segmentation.data.folder import RgbMaskReader, read_index_mask
 from segmentation.data.headers import check_pair, pair_problem
 from segmentation.data.io import read_label_rgb, read_rgb
+from segmentation.data.kinds.cityscapes import LABELS as CITYSCAPES_LABELS
+from segmentation.data.kinds.folder import RGB_MASKS
 from segmentation.errors import UserError
 from segmentation.sample.folder import SAMPLE_CLASSES
 
@@ -67,8 +69,8 @@ def test_an_image_turned_by_exif_pairs_with_a_mask_as_shown(tmp_path, name, orie
     as_shown, as_stored = tmp_path / "shown.png", tmp_path / "stored.png"
     cv2.imwrite(str(as_shown), np.zeros((40, 20), np.uint8))
     cv2.imwrite(str(as_stored), np.zeros(STORED, np.uint8))
-    assert pair_problem(Sample(image, as_shown, "x", ""), "cityscapes") is None
-    kind, message = pair_problem(Sample(image, as_stored, "x", ""), "cityscapes")
+    assert pair_problem(Sample(image, as_shown, "x", ""), CITYSCAPES_LABELS) is None
+    kind, message = pair_problem(Sample(image, as_stored, "x", ""), CITYSCAPES_LABELS)
     assert kind == "size"
     assert message.startswith(
         f"label {as_stored} is 40x20 but its image {image} is 20x40 as read ("
@@ -85,10 +87,10 @@ def test_a_turn_that_keeps_the_size_is_noted(tmp_path):
     image.write_bytes(jpeg_with_orientation(image_pixels(), 3))
     mask = tmp_path / "mask.png"
     cv2.imwrite(str(mask), np.zeros(STORED, np.uint8))
-    assert check_pair(Sample(image, mask, "x", ""), "cityscapes").turn_unverified
+    assert check_pair(Sample(image, mask, "x", ""), CITYSCAPES_LABELS).turn_unverified
     plain = tmp_path / "plain.jpg"
     cv2.imwrite(str(plain), image_pixels())
-    assert not check_pair(Sample(plain, mask, "x", ""), "cityscapes").turn_unverified
+    assert not check_pair(Sample(plain, mask, "x", ""), CITYSCAPES_LABELS).turn_unverified
 
 
 def test_labels_are_read_as_stored_whatever_their_exif(tmp_path):
@@ -146,7 +148,7 @@ def test_a_palette_png_of_any_depth_is_an_rgb_mask(tmp_path, bits):
     mask, image = tmp_path / "mask.png", tmp_path / "image.png"
     palette_png(mask, indices, palette, bits)
     cv2.imwrite(str(image), np.zeros((2, 8, 3), np.uint8))
-    assert pair_problem(Sample(image, mask, "x", ""), "folder:rgb") is None
+    assert pair_problem(Sample(image, mask, "x", ""), RGB_MASKS) is None
     expected = np.where(indices == entries - 1, 255, indices)
     assert RgbMaskReader(np.array(colours, np.uint8))(mask).tolist() == expected.tolist()
 
@@ -155,7 +157,7 @@ def test_a_mask_of_the_right_kind_at_another_depth_is_told_to_be_re_saved(tmp_pa
     image, mask = tmp_path / "image.png", tmp_path / "mask.png"
     cv2.imwrite(str(image), np.zeros((2, 8, 3), np.uint8))
     cv2.imwrite(str(mask), np.zeros((2, 8, 3), np.uint16))
-    kind, message = pair_problem(Sample(image, mask, "x", ""), "folder:rgb")
+    kind, message = pair_problem(Sample(image, mask, "x", ""), RGB_MASKS)
     assert kind == "format"
     assert (
         message == f"label {mask} is a 16-bit RGB PNG, not an 8-bit colour PNG: re-save it as 8-bit"

@@ -14,13 +14,18 @@ from pydantic import Field
 
 import train
 from segmentation import config_doc
-from segmentation.config import Config, _Section, config_to_dict
+from segmentation.config import Config, _Section, config_from_dict, config_to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reference_keys() -> dict[str, config_doc.KeyDoc]:
-    return {key.key: key for section in config_doc.config_reference() for key in section.keys}
+def reference_keys(config: Config | None = None) -> dict[str, config_doc.KeyDoc]:
+    """The keys of the reference by name; a key two dataset kinds share is listed under each."""
+    return {key.key: key for key in reference_list(config)}
+
+
+def reference_list(config: Config | None = None) -> list[config_doc.KeyDoc]:
+    return [key for section in config_doc.config_reference(config) for key in section.keys]
 
 
 SECTIONS = ("data", "augment", "model", "loss", "optim", "train")  # mappings of keys
@@ -45,12 +50,22 @@ def test_docs_config_md_is_what_the_code_makes():
     )
 
 
-def test_every_key_is_in_the_reference_with_a_one_line_help():
-    saved = leaf_keys(config_to_dict(Config()))
-    keys = reference_keys()
-    assert list(keys) == saved
-    for key in keys.values():
+@pytest.mark.parametrize("dataset", ["cityscapes", "kitti", "folder"])
+def test_every_key_is_in_the_reference_with_a_one_line_help(dataset):
+    config = config_from_dict({"data": {"dataset": dataset}})
+    saved = leaf_keys(config_to_dict(config))
+    # With a config: the keys of its dataset kind alone, each once.
+    assert sorted(key.key for key in reference_list(config)) == sorted(saved)
+    assert set(saved) <= set(reference_keys())  # without one: every kind's keys
+    for key in reference_list():
         assert key.help.strip() and "\n" not in key.help, key.key
+
+
+def test_a_key_of_one_dataset_kind_is_documented_under_that_kind():
+    sections = {section.dataset: section for section in config_doc.config_reference()}
+    assert [key.key for key in sections["kitti"].keys] == ["data.val_fraction"]
+    assert "data.holdout_cities" in [key.key for key in sections["cityscapes"].keys]
+    assert "data.holdout_cities" not in [key.key for key in sections[""].keys]
 
 
 def test_a_key_without_help_is_named_with_the_fix():
@@ -159,7 +174,7 @@ def test_print_config_without_a_config_shows_the_defaults(capsys):
     assert block(out, "train.epochs")[0] == "train.epochs = 40"
     assert block(out, "data.root")[0] == "data.root = data/cityscapes"
     assert len([line for line in out.splitlines() if " = " in line and line[0] != " "]) == len(
-        reference_keys()
+        reference_list()
     )
 
 

@@ -1,6 +1,6 @@
 """Check a dataset before training on it, in one pass over its files.
 
-    python -m segmentation.data.check ROOT [--dataset folder|cityscapes|kitti] [--plot FILE.png]
+    python -m segmentation.data.check ROOT [--dataset NAME] [--plot FILE.png]
         [--overwrite]
 
 Reports the images and masks of each split; missing or empty split folders; images without
@@ -31,8 +31,9 @@ import numpy as np
 from segmentation.cli import run_guarded
 from segmentation.data.dataset import Sample
 from segmentation.data.folder import RgbMaskReader
-from segmentation.data.headers import ORIENTATIONS, check_pair
-from segmentation.data.inventory import DATASETS, Inventory, discover
+from segmentation.data.headers import ORIENTATIONS, LabelFormat, check_pair
+from segmentation.data.inventory import Inventory, discover
+from segmentation.data.kinds.catalog import KINDS
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme
 from segmentation.data.loading import progress_bar
 from segmentation.errors import UserError
@@ -54,15 +55,6 @@ PROBLEMS = {
     "size": "masks of another size than their image",
     "outside": "masks with values outside the classes",
 }
-# What to do about a kind of problem, where its lines cannot say it, by dataset.
-OUTSIDE_ADVICE = {
-    "folder": "training ignores those pixels: name their classes in classes.yaml, or store "
-    "unlabelled pixels as its ignore_index",
-    "cityscapes": "training ignores those pixels: Cityscapes label ids are 0..33; use the "
-    "dataset's own *_labelIds.png files",
-}
-
-
 # --------------------------------------------------------------------------- the pass
 
 
@@ -80,9 +72,9 @@ class PairResult:
 _WORKER: dict = {}
 
 
-def _set_up_worker(scheme: LabelScheme, label_kind: str, reader: Callable) -> None:
+def _set_up_worker(scheme: LabelScheme, label_format: LabelFormat, reader: Callable) -> None:
     cv2.setNumThreads(1)
-    _WORKER.update(scheme=scheme, label_kind=label_kind, reader=reader)
+    _WORKER.update(scheme=scheme, label_format=label_format, reader=reader)
 
 
 def _histogram(values: np.ndarray) -> np.ndarray:
@@ -126,7 +118,7 @@ def _index_counts(scheme: LabelScheme, stored: np.ndarray, result: PairResult) -
 def _check_pair(split: str, sample: Sample) -> PairResult:
     """One image/mask pair: headers, then the mask's values. Runs in a worker process."""
     scheme, reader = _WORKER["scheme"], _WORKER["reader"]
-    headers = check_pair(sample, _WORKER["label_kind"])
+    headers = check_pair(sample, _WORKER["label_format"])
     result = PairResult(split, headers.problem)
     result.orientation, result.turn_unverified = headers.orientation, headers.turn_unverified
     if sample.label_path is None:
@@ -146,7 +138,7 @@ def _check_pair(split: str, sample: Sample) -> PairResult:
 def run_pass(inventory: Inventory, workers: int) -> list[PairResult]:
     """Check every sample, in `workers` processes (0: in this one), with a progress bar."""
     tasks = [(split, sample) for split, samples in inventory.splits.items() for sample in samples]
-    setup = (inventory.scheme, inventory.label_kind, inventory.reader)
+    setup = (inventory.scheme, inventory.label_format, inventory.reader)
     progress = progress_bar(len(tasks), "check", unit="pair")
     results = []
     if workers == 0:
@@ -379,9 +371,8 @@ def check(
         plot_frequencies(inventory, tallies, plot)
         print(f"class frequencies plotted in {plot}")
     unknown = unknown_lines(inventory, results)
-    if unknown and inventory.label_kind == "folder:rgb":
-        # The rgb format's rule: a colour that no class has is unlabelled (an export's
-        # background, once its class is left out of classes.yaml), so only a warning.
+    if unknown and inventory.unknown_is_unlabelled:
+        # Values outside the classes are unlabelled by the format's rule: only a warning.
         total = sum(tally.unknown for tally in tallies.values())
         heading = (
             f"warning: {total} pixels in {len(unknown)} masks hold colours of no class; "
@@ -400,7 +391,7 @@ def check(
         )
         print("\n".join(["", *_listing(heading, turned)]))
     if any(inventory.problems.values()):
-        advice = {"outside": OUTSIDE_ADVICE.get(inventory.dataset, "")}
+        advice = {"outside": inventory.outside_advice}
         print("\n" + format_problems(inventory.problems, advice))
         return 1
     print("\nno problems found")
@@ -416,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", type=Path, metavar="ROOT", help="the dataset's root folder")
     parser.add_argument(
         "--dataset",
-        choices=DATASETS,
-        help="its layout (default: folder if ROOT/classes.yaml exists, else found from ROOT)",
+        choices=list(KINDS),
+        help="its layout (default: found from ROOT, e.g. folder where ROOT/classes.yaml is)",
     )
     parser.add_argument(
         "--labels",

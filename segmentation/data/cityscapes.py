@@ -33,6 +33,11 @@ def city_files(split_dir: Path, suffix: str) -> list[Path]:
     return sorted(Path(split_dir).glob(f"*/*{suffix}"))
 
 
+def label_path_of(root: Path, annotation: str, split: str, city: str, prefix: str) -> Path:
+    """The label ids file of image PREFIX of CITY: ROOT/ANNOTATION/SPLIT/CITY/PREFIX_..."""
+    return Path(root) / annotation / split / city / f"{prefix}_{annotation}_labelIds.png"
+
+
 def find_images(root: Path, split: str) -> list[Path]:
     """All *_leftImg8bit.png files of one split folder (CITY/... below it), sorted by name."""
     split_dir = Path(root) / "leftImg8bit" / split
@@ -79,7 +84,7 @@ def find_cityscapes(
         if (cities and city not in cities) or city in exclude_cities:
             continue
         prefix = image_path.name[: -len(IMAGE_SUFFIX)]
-        label_path = root / annotation / split / city / f"{prefix}_{annotation}_labelIds.png"
+        label_path = label_path_of(root, annotation, split, city, prefix)
         if not label_path.is_file():
             missing.append(label_path)
             continue

@@ -102,6 +102,7 @@ def folder_scheme(classes: FolderClasses) -> LabelScheme:
         export_label_ids=np.arange(count, dtype=np.uint8),
         # rgb: the reader gives IGNORE_INDEX for colours of no class, by the format's rule.
         stored_ignore=classes.ignore_index if classes.mask_format == "index" else IGNORE_INDEX,
+        name_fixes_classes=False,
     )
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from segmentation.data.io import JPEG_START, PNG_SIGNATURE, file_kind
-from segmentation.data.loading import progress_bar
 from segmentation.errors import UserError
 
 if TYPE_CHECKING:  # dataset.py names the EXIF orientation through size_mismatch below
@@ -37,30 +36,23 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_NO_LENGTH = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a segment
 
 PNG_COLOR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
-# What each dataset's label reader takes: PNG colour type -> bit depths (see io.read_label_ids,
-# io.read_label_rgb, and folder.py's readers for "folder:index" and "folder:rgb" masks). A
-# palette PNG decodes to its colours, at any depth: rgb masks can use it, index masks cannot.
-_LABEL_FORMATS = {
-    "cityscapes": {0: (8,)},
-    "kitti": {2: (8,), 6: (8,)},
-    "folder:index": {0: (8,)},
-    "folder:rgb": {2: (8,), 3: (1, 2, 4, 8), 6: (8,)},
-}
-_LABEL_KINDS = {
-    "cityscapes": (
-        "a single-channel 8-bit PNG",
-        "use the *_labelIds.png files (not *_color.png)",
-    ),
-    "kitti": ("an 8-bit RGB PNG", "use the original gt_image_2 files"),
-    "folder:index": (
-        "a single-channel 8-bit PNG",
-        "mask_format index needs class ids as 8-bit grey PNGs (colour masks: mask_format rgb)",
-    ),
-    "folder:rgb": (
-        "an 8-bit colour PNG",
-        "mask_format rgb needs colour masks (grey class-id masks: mask_format index)",
-    ),
-}
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """What a dataset's label reader takes, as the header check sees it: the PNG colour types
+    and their bit depths, in words, and what to do about another file. Each dataset kind
+    (data/kinds/) gives its own; GREY_8BIT, RGB_8BIT and COLOUR hold the usual types."""
+
+    color_types: dict[int, tuple[int, ...]]
+    expected: str  # "a single-channel 8-bit PNG"
+    advice: str  # what to do about a label of another format
+
+
+GREY_8BIT = {0: (8,)}  # io.read_label_ids, a folder dataset's index masks
+RGB_8BIT = {2: (8,), 6: (8,)}  # io.read_label_rgb
+# A palette PNG decodes to its colours, at any depth: colour masks can use it.
+COLOUR = {2: (8,), 3: (1, 2, 4, 8), 6: (8,)}
 _REPLACE = "copy the original from the dataset, or remove the image and its label"
 _EXIF_ORIENTATION_TAG = 0x0112
 # What each EXIF orientation does to the stored pixels to show them (1: nothing).
@@ -191,15 +183,17 @@ def read_header(path: Path) -> ImageHeader:
     raise UserError(f"{path} is neither a PNG nor a JPEG ({file_kind(start)}): {_REPLACE}")
 
 
-def _label_problem(path: Path, label: ImageHeader, dataset: str) -> tuple[str, str] | None:
-    """Why a label file is not what `dataset`'s label reader takes, or None."""
-    expected, advice = _LABEL_KINDS[dataset]
+def _label_problem(
+    path: Path, label: ImageHeader, label_format: LabelFormat
+) -> tuple[str, str] | None:
+    """Why a label file is not what the dataset's label reader takes, or None."""
+    expected, advice = label_format.expected, label_format.advice
     if label.format != "PNG":
         return "not_png", (
             f"label {path} is not a PNG (it is a {label.format}): lossy compression changes "
             "label values, use the dataset's original label PNG"
         )
-    depths = _LABEL_FORMATS[dataset].get(label.color_type)
+    depths = label_format.color_types.get(label.color_type)
     kind = PNG_COLOR_TYPES.get(label.color_type, "unknown")
     if depths is None:
         found = f"{kind}, {label.bit_depth}-bit"
@@ -258,11 +252,11 @@ class PairCheck:
     turn_unverified: bool = False
 
 
-def check_pair(sample: Sample, dataset: str) -> PairCheck:
+def check_pair(sample: Sample, label_format: LabelFormat) -> PairCheck:
     """What is wrong with a sample's files, from their headers: kind "unreadable" (missing,
     empty, truncated, not an image), "not_png" (a label in another format), "format" (a label
     of the wrong pixel format) or "size" (the label is not its image's size as read).
-    `dataset`: the labels' kind, "cityscapes", "kitti", "folder:index" or "folder:rgb"."""
+    `label_format`: what the dataset's label reader takes (its kind's label_format)."""
     try:
         image = read_header(sample.image_path)
         if sample.label_path is None:
@@ -270,7 +264,7 @@ def check_pair(sample: Sample, dataset: str) -> PairCheck:
         label = read_header(sample.label_path)
     except UserError as error:
         return PairCheck(("unreadable", str(error)))
-    problem = _label_problem(sample.label_path, label, dataset)
+    problem = _label_problem(sample.label_path, label, label_format)
     label_size = (label.width, label.height)  # labels are read as stored
     if problem is None and label_size != image.size_as_read:
         message = size_mismatch(
@@ -281,22 +275,21 @@ def check_pair(sample: Sample, dataset: str) -> PairCheck:
     return PairCheck(problem, image.orientation, problem is None and unverified)
 
 
-def pair_problem(sample: Sample, dataset: str) -> tuple[str, str] | None:
+def pair_problem(sample: Sample, label_format: LabelFormat) -> tuple[str, str] | None:
     """check_pair's problem alone: (kind, message), or None."""
-    return check_pair(sample, dataset).problem
+    return check_pair(sample, label_format).problem
 
 
-def check_headers(samples: Sequence[Sample], dataset: str) -> None:
-    """Read the header of every image and label of `samples` ("cityscapes", "kitti",
-    "folder:index" or "folder:rgb" labels), and check that each label is what the dataset's
-    reader takes and has its image's size. UserError naming the first broken file (and how
-    many there are) on a problem."""
-    if dataset not in _LABEL_KINDS:
-        raise UserError(f"unknown dataset '{dataset}': use one of {', '.join(_LABEL_KINDS)}")
+def check_headers(samples: Sequence[Sample], label_format: LabelFormat) -> None:
+    """Read the header of every image and label of `samples`, and check that each label is
+    what the dataset's reader takes (`label_format`) and has its image's size. UserError
+    naming the first broken file (and how many there are) on a problem."""
+    from segmentation.data.loading import progress_bar  # torch: not for the config's checks
+
     problems = []
     progress = progress_bar(len(samples), "check data files", unit="pair")
     for sample in samples:
-        problem = pair_problem(sample, dataset)
+        problem = pair_problem(sample, label_format)
         if problem is not None:
             problems.append(problem[1])
         progress.update()

@@ -15,7 +15,8 @@ from segmentation.errors import UserError
 
 CATEGORIES = ("um", "umm", "uu")
 SPLITS = ("train", "val", "test")
-_IMAGE_NAME = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
+IMAGE_NAME = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
+GT_NAME = re.compile(r"^(um|umm|uu)_(road|lane)_(\d{6})\.png$")
 LAYOUT = (
     "ROOT/data_road/training/image_2/{um,umm,uu}_NNNNNN.png; "
     "ROOT/data_road/training/gt_image_2/{um_road,umm_road,uu_road,um_lane}_NNNNNN.png; "
@@ -37,10 +38,15 @@ def data_road_dir(root: Path) -> Path:
     raise UserError(f"no data_road folder in {root}. Expected the KITTI road layout: {LAYOUT}")
 
 
+def gt_path(base: Path, category: str, mode: str, index: str) -> Path:
+    """The ground truth of training image CATEGORY_INDEX in `mode` (road or lane)."""
+    return base / "training" / "gt_image_2" / f"{category}_{mode}_{index}.png"
+
+
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"no folder {folder}. Expected the KITTI road layout: {LAYOUT}")
-    images = sorted(path for path in folder.iterdir() if _IMAGE_NAME.match(path.name))
+    images = sorted(path for path in folder.iterdir() if IMAGE_NAME.match(path.name))
     if not images:
         raise UserError(f"no um/umm/uu_NNNNNN.png images in {folder}. Expected: {LAYOUT}")
     return images
@@ -75,10 +81,10 @@ def find_kitti_road(
         ]
     samples, missing = [], []
     for image_path in _images(base / "training" / "image_2"):
-        category, index = _IMAGE_NAME.match(image_path.name).groups()
+        category, index = IMAGE_NAME.match(image_path.name).groups()
         if mode == "lane" and category != "um":
             continue
-        label_path = base / "training" / "gt_image_2" / f"{category}_{mode}_{index}.png"
+        label_path = gt_path(base, category, mode, index)
         if not label_path.is_file():
             missing.append(label_path)
             continue

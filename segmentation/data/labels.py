@@ -33,7 +33,6 @@ IGNORE_INDEX = 255
 
 CITYSCAPES_SCHEMES = ("categories", "classes", "official")
 KITTI_SCHEMES = ("road", "lane")
-DATASETS = ("cityscapes", "kitti")
 
 # Label ids that can be stored in a Cityscapes labelIds PNG (license plate, id -1, never is).
 _STORED_LABELS = [label for label in CITYSCAPES_LABELS if label.id >= 0]
@@ -54,8 +53,15 @@ class LabelScheme:
     export_label_ids: (C,) uint8 Cityscapes label id written for each class when predictions
         are exported for the official evaluator; the class index itself for a folder dataset
         (index masks); None for KITTI.
+    stored_values: stored values 0..stored_values-1 are the dataset's own; larger ones are
+        counted as unknown (Cityscapes: the 34 label ids; KITTI: the 4 colour codes); None:
+        the class indices themselves (a folder dataset's masks).
     stored_ignore: a stored value outside the classes that marks "no label here" on purpose
         (a folder dataset's ignore_index), so it is not counted as unknown.
+    contains_evaluated_classes: the scheme predicts all 19 classes of the official Cityscapes
+        benchmark.
+    name_fixes_classes: its dataset and name alone fix its classes (not so for a folder
+        dataset, whose scheme "all" is its classes file).
     """
 
     name: str
@@ -64,7 +70,10 @@ class LabelScheme:
     colors: np.ndarray
     lookup: np.ndarray
     export_label_ids: np.ndarray | None
+    stored_values: int | None = None
     stored_ignore: int | None = None
+    contains_evaluated_classes: bool = False
+    name_fixes_classes: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -78,11 +87,6 @@ class LabelScheme:
     def num_outputs(self, head: str) -> int:
         """Output channels a model needs for this scheme under a "sigmoid" or "softmax" head."""
         return 1 if head == "sigmoid" and self.is_binary else self.num_classes
-
-    @property
-    def contains_evaluated_classes(self) -> bool:
-        """Whether the scheme predicts all 19 classes of the official Cityscapes benchmark."""
-        return self.dataset == "cityscapes" and self.name in ("classes", "official")
 
     def encode(self, stored: np.ndarray) -> np.ndarray:
         """Stored label values (H, W) uint8 -> target (H, W) uint8; unknown values -> ignore."""
@@ -102,9 +106,7 @@ class LabelScheme:
 
     @property
     def known_values(self) -> int:
-        if self.dataset == "folder":
-            return self.num_classes  # class ids are positions in the classes file
-        return NUM_CITYSCAPES_LABEL_IDS if self.dataset == "cityscapes" else 4
+        return self.num_classes if self.stored_values is None else self.stored_values
 
     def to_label_ids(self, prediction: np.ndarray) -> np.ndarray:
         """Class indices (H, W) -> Cityscapes label ids (H, W) uint8 for the official evaluator."""
@@ -129,6 +131,8 @@ def _cityscapes_scheme(
         colors=np.array(colors, np.uint8).reshape(-1, 3),
         lookup=lookup,
         export_label_ids=np.array(export_ids, np.uint8),
+        stored_values=NUM_CITYSCAPES_LABEL_IDS,
+        contains_evaluated_classes=name in ("classes", "official"),
     )
 
 
@@ -208,6 +212,7 @@ def _kitti(name: str) -> LabelScheme:
         colors=np.array([_BLACK, (255, 0, 255)], np.uint8),
         lookup=KITTI_CODE_LOOKUP,
         export_label_ids=None,
+        stored_values=len(KITTI_CODE_LOOKUP),
     )
 
 
@@ -219,25 +224,24 @@ def kitti_codes(gt_rgb: np.ndarray) -> np.ndarray:
 
 
 def get_scheme(dataset: str, labels: str | Sequence[str]) -> LabelScheme:
-    """The label scheme named `labels` for `dataset`.
+    """The label scheme named `labels` for `dataset`, as its kind (data/kinds/) offers it."""
+    from segmentation.data.kinds.catalog import kind_named  # the kinds build on this module
 
-    Cityscapes: "categories" (8), "classes" (19 + unlabeled), "official" (19, others ignored),
-    or Cityscapes label names (a list, or one comma-separated string) plus a background class.
-    KITTI: "road" or "lane".
-    """
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{dataset}': use one of {', '.join(DATASETS)}")
-    names = [labels] if isinstance(labels, str) else list(labels)
-    names = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
-    if not names:
-        raise UserError("no label scheme given: name one, e.g. categories")
-    if dataset == "kitti":
-        if len(names) != 1 or names[0] not in KITTI_SCHEMES:
-            raise UserError(
-                f"unknown KITTI label scheme '{','.join(names)}': use one of "
-                f"{', '.join(KITTI_SCHEMES)}"
-            )
-        return _kitti(names[0])
+    return kind_named(dataset).scheme_named(labels)
+
+
+def kitti_scheme(names: list[str]) -> LabelScheme:
+    """KITTI road: "road" or "lane"."""
+    if len(names) != 1 or names[0] not in KITTI_SCHEMES:
+        raise UserError(
+            f"unknown KITTI label scheme '{','.join(names)}': use one of {', '.join(KITTI_SCHEMES)}"
+        )
+    return _kitti(names[0])
+
+
+def cityscapes_scheme(names: list[str]) -> LabelScheme:
+    """Cityscapes: "categories" (8), "classes" (19 + unlabeled), "official" (19, others
+    ignored), or Cityscapes label names plus a background class."""
     schemes = [name for name in names if name in CITYSCAPES_SCHEMES]
     if schemes and len(names) > 1:
         others = [name for name in names if name not in CITYSCAPES_SCHEMES]

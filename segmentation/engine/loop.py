@@ -27,6 +27,7 @@ from torch import nn
 from segmentation.checkpoint import copy_checkpoint, save_checkpoint
 from segmentation.config import Config, check_amp_device, config_to_dict
 from segmentation.data.build import with_dataset_classes
+from segmentation.data.kinds.catalog import kind_of
 from segmentation.data.labels import IGNORE_INDEX
 from segmentation.data.loading import announce_stop, progress_bar
 from segmentation.devices import autocast, forward_in_range, native_bf16, resolve_amp
@@ -375,7 +376,7 @@ def validate(training: Training) -> tuple[dict, ValidationPictures] | None:
     keep = training.config.train.log_images
     # Only binary KITTI schemes get a PR curve: counted on the device, no wait for it.
     road = None
-    if training.scheme.dataset == "kitti":
+    if kind_of(training.config.data).precision_recall_curve:
         road = torch.zeros(2, NUM_LEVELS, dtype=torch.int64, device=training.device)
 
     batches = {"all": 0, "in_float32": 0}

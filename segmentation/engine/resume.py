@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from segmentation.checkpoint import load_checkpoint
-from segmentation.config import Config, config_from_dict
+from segmentation.config import Config, saved_config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.engine.run_dir import CHECKPOINTS, RUN_FILES, read_run_id
 from segmentation.errors import UserError
@@ -23,7 +23,7 @@ RESUME_ENTRIES = ("optimizer", "scheduler", "scaler", "state", "rng")
 
 def check_compatible(found: dict, expected: Config, path: Path) -> None:
     """A checkpoint's model must match the configured one: name the differences."""
-    found_config = config_from_dict(found["config"])
+    found_config = saved_config_from_dict(found["config"], f"checkpoint {path}")
     pairs = {
         "model.arch": (expected.model.arch, found_config.model.arch),
         "model.backbone": (expected.model.backbone, found_config.model.backbone),
@@ -53,7 +53,7 @@ def check_resumable(found: dict, expected: Config, path: Path) -> None:
             f"new run from its weights with --init-from {path}"
         )
     check_compatible(found, expected, path)
-    saved = config_from_dict(found["config"]).optim.model_dump()
+    saved = saved_config_from_dict(found["config"], f"checkpoint {path}").optim.model_dump()
     wanted = expected.optim.model_dump()
     changed = [
         f"optim.{key}: {saved[key]} -> {wanted[key]}" for key in saved if saved[key] != wanted[key]
@@ -94,7 +94,7 @@ def run_id_of(checkpoint: dict) -> str:
 
 
 def legacy_run_id(config_values: dict) -> str:
-    config = config_from_dict(config_values)
+    config = saved_config_from_dict(config_values, "a saved run config")
     model = config.model
     fixed = {
         "model": [model.arch, model.backbone, model.head, model.options],

@@ -1,10 +1,11 @@
 """Scoring a trained model on a labelled split at the labels' full resolution.
 
-Every prediction is upsampled to its label's size before it is counted. Cityscapes schemes
-that contain the 19 evaluated classes report the official "IoU class" (with the evaluator's
-rules for ignored ids); the categories scheme adds the official category IoU; KITTI adds the
-devkit's MaxF/AP/PRE/REC/FPR/FNR per category. A folder dataset has no official protocol: its
-scores are those of the confusion matrix over its classes, ignored pixels left out.
+Every prediction is upsampled to its label's size before it is counted. The confusion matrix
+over the scheme's classes (ignored pixels left out) scores every dataset; the dataset's kind
+adds its official protocol where it has one (evaluation/scorers.py: Cityscapes schemes that
+contain the 19 evaluated classes report the official "IoU class", the categories scheme the
+official category IoU, KITTI the devkit's MaxF/AP/PRE/REC/FPR/FNR per category), and writes
+--export-dir in its own evaluator's format.
 """
 
 from __future__ import annotations
@@ -19,20 +20,13 @@ import torch
 
 from segmentation.data.dataset import FullResolutionDataset, Sample, collate_size_groups
 from segmentation.data.io import write_png
+from segmentation.data.kinds.catalog import kind_of
 from segmentation.data.loading import make_loader
 from segmentation.errors import UserError
-from segmentation.evaluation.cityscapes import EVALUATED_IDS, CityscapesScores
-from segmentation.evaluation.kitti_road import KittiRoadScores, quantize
 from segmentation.evaluation.loop import evaluate
-from segmentation.files import json_safe
 from segmentation.inference.model import TrainedModel
 from segmentation.inference.predict import PredictionOptions
-from segmentation.metrics import (
-    ConfusionMatrix,
-    PerImageConfusionMatrix,
-    mean_score,
-    none_if_nan,
-)
+from segmentation.metrics import ConfusionMatrix, PerImageConfusionMatrix
 from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)
@@ -53,20 +47,6 @@ class EvaluationOptions:
     batch_size: int = 2
     workers: int = 2
     image_hook: ImageHook | None = None  # per-image counts for a report (evaluate.py --report)
-
-
-def _official_dice(cm_label_ids: np.ndarray, evaluated_ids: list[int]) -> np.ndarray:
-    """Dice 2TP / (2TP + FP + FN) of the evaluated classes, counted as the official evaluator
-    counts IoU: false positives only on pixels of evaluated ground truth, predictions of
-    ignored ids as misses. NaN where a class is absent from both sides."""
-    cm = cm_label_ids.astype(np.float64)
-    rows = cm[evaluated_ids]
-    tp = rows[:, evaluated_ids].diagonal()
-    fn = rows.sum(axis=1) - tp
-    fp = rows[:, evaluated_ids].sum(axis=0) - tp
-    denominator = 2 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
 
 
 def _refuse_nan(probs: torch.Tensor, samples: list[Sample]) -> None:
@@ -94,12 +74,8 @@ class Evaluator:
         # With an image hook, the matrix counts image by image (one pass for both).
         counting = PerImageConfusionMatrix if options.image_hook else ConfusionMatrix
         self.matrix = counting(scheme.num_classes, device)
-        self.cityscapes = None
-        self.kitti = None
-        if scheme.dataset == "cityscapes":
-            self.cityscapes = CityscapesScores(device, export_label_ids=scheme.export_label_ids)
-        elif scheme.dataset == "kitti":
-            self.kitti = KittiRoadScores(device)
+        self.kind = kind_of(trained.config.data)
+        self.scorer = self.kind.scorer(scheme, device)
 
     def run(self, samples: list[Sample], read_label) -> dict:
         options = self.options
@@ -133,12 +109,8 @@ class Evaluator:
         classes, probs = self.trained.predict(images, options.prediction)
         _refuse_nan(probs, samples)
         stored = stored.to(self.trained.device, non_blocking=True).long()
-        if self.cityscapes is not None:
-            self.cityscapes.update(classes, stored)
-        if self.kitti is not None:
-            valid = stored >= 2  # colour code: 2 * valid + road (labels.kitti_codes)
-            road = (stored & 1).bool()
-            self.kitti.update(probs[:, 1], road, valid, [sample.group for sample in samples])
+        if self.scorer is not None:
+            self.scorer.update(classes, probs, stored, samples)
         if options.export_dir is not None:
             self._export(classes, probs, samples)
         return classes, self.lookup[stored]
@@ -163,30 +135,11 @@ class Evaluator:
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
         scheme, root = self.trained.scheme, Path(self.options.export_dir)
-        class_maps = classes.to(torch.uint8).cpu().numpy()
-        if scheme.dataset == "folder":
-            # Index masks under the ground truth's relative folder and stem: a folder dataset's
-            # masks/SPLIT, written as DIR/masks.
-            for class_map, sample in zip(class_maps, samples):
-                write_png(root / "masks" / f"{sample.name}.png", class_map)
-        elif scheme.dataset == "cityscapes":
-            for class_map, sample in zip(class_maps, samples):
-                # {city}_{seq}_{frame}*.png under one folder: what the official evaluator finds.
-                path = root / "labelIds" / sample.group / f"{sample.name}_labelIds.png"
-                write_png(path, scheme.to_label_ids(class_map))
-        else:
-            # The KITTI devkit's result format: road probability as 8-bit, e.g. um_road_000000,
-            # quantized as kitti_road.quantize counts it.
-            levels = quantize(probs[:, 1]).to(torch.uint8).cpu().numpy()
-            for level, sample in zip(levels, samples):
-                category, index = sample.name.split("_")
-                write_png(root / f"{category}_{scheme.name}_{index}.png", level)
+        self.kind.export(root, classes, probs, samples, scheme)
         if self.options.export_color:
+            class_maps = classes.to(torch.uint8).cpu().numpy()
             for class_map, sample in zip(class_maps, samples):
-                color_path = root / "color" / sample.group / f"{sample.name}_color.png"
-                if scheme.dataset == "folder":  # its names hold their folders already
-                    color_path = root / "color" / f"{sample.name}.png"
-                write_png(color_path, colorize(class_map, scheme))
+                write_png(self.kind.color_path(root, sample), colorize(class_map, scheme))
 
     def _results(self, num_images: int) -> dict:
         scheme = self.trained.scheme
@@ -200,30 +153,6 @@ class Evaluator:
             "amp": self.trained.amp,
             **scores,
         }
-        if self.cityscapes is not None:
-            official = self.cityscapes.compute()
-            results["cityscapes"] = {key: json_safe(value) for key, value in official.items()}
-            if scheme.contains_evaluated_classes:
-                self._use_official_classes(results, official)
-        if self.kitti is not None:
-            results["kitti_road"] = json_safe(self.kitti.compute())
+        if self.scorer is not None:
+            self.scorer.add_results(results)
         return results
-
-    def _use_official_classes(self, results: dict, official: dict) -> None:
-        """The headline mIoU of a 19-class scheme is the official "IoU class"; Dice follows
-        the same counting rules."""
-        matrix = self.cityscapes.confusion.matrix.cpu().numpy()
-        ids = EVALUATED_IDS
-        dice = _official_dice(matrix, ids)
-        names = list(official["classScores"])
-        results["per_class"] = {
-            name: {"iou": none_if_nan(official["classScores"][name]), "dice": none_if_nan(dice[i])}
-            for i, name in enumerate(names)
-        }
-        results["mIoU"] = none_if_nan(official["averageScoreClasses"])
-        results["mDice"] = none_if_nan(mean_score(dice))
-        rows = matrix[ids]
-        total = rows.sum()
-        results["pixel_accuracy"] = none_if_nan(
-            rows[:, ids].trace() / total if total else float("nan")
-        )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from segmentation.checkpoint import USE_ENTRIES, load_checkpoint, load_model_weights
-from segmentation.config import Config, config_from_dict
+from segmentation.config import Config, saved_config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.labels import LabelScheme
 from segmentation.data.normalize import Normalizer
@@ -144,7 +144,7 @@ def load_trained_model(
     autocast mode `amp` (off | bf16 | fp16 | auto: bf16 where the device computes it natively),
     compiled with torch.compile if asked."""
     state = load_checkpoint(path, needs=USE_ENTRIES)
-    config = config_from_dict(state["config"])
+    config = saved_config_from_dict(state["config"], f"checkpoint {path}")
     scheme = scheme_for(config.data)
     if list(scheme.class_names) != list(state["class_names"]):
         raise UserError(

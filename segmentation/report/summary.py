@@ -157,8 +157,8 @@ def check_same_scheme(other: dict, scheme: LabelScheme, path: Path) -> None:
             f"this checkpoint the {scheme.dataset} '{scheme.name}' scheme: compare runs of one "
             "scheme"
         )
-    if scheme.dataset != "folder":
-        return  # the other datasets' scheme names fix their classes
+    if scheme.name_fixes_classes:
+        return
     theirs, ours = set(other["per_class"]), set(scheme.class_names)
     if theirs != ours:
         raise UserError(

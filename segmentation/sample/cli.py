@@ -1,7 +1,8 @@
 """The command line of the sample generators: python -m segmentation.sample KIND DIR [...].
 
-On its own module so that the generators import nothing from each other's command lines:
-folder.py builds on generate.py, and this module on both.
+A subcommand per dataset kind that has a sample-tree generator: each kind adds its own
+(data/kinds/*.py, add_sample_command). On its own module so that the generators import nothing
+from each other's command lines: folder.py builds on generate.py, and this module on both.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from segmentation.cli import run_guarded
-from segmentation.sample.folder import add_folder_parser, generate_folder_from_args
 from segmentation.sample.generate import generate_cityscapes, generate_kitti
 from segmentation.sample.world import LOOKS
 
@@ -22,13 +22,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m segmentation.sample",
-        description="Write small synthetic street scenes in the Cityscapes or KITTI road layout.",
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder, replacing files of the same name",
     )
-    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{cityscapes,kitti,folder}")
-    city = sub.add_parser("cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ...")
+
+
+def add_cityscapes_parser(subcommands) -> None:
+    """The `cityscapes` subcommand (kinds/cityscapes.py adds it)."""
+    city = subcommands.add_parser(
+        "cityscapes", help="a Cityscapes tree: leftImg8bit/, gtFine/, ..."
+    )
     city.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     city.add_argument("--height", type=int, default=128, help="image height (default 128)")
     city.add_argument("--width", type=int, default=256, help="image width (default 256)")
@@ -55,7 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="natural colours (default), or each class in its Cityscapes label colour: an easy "
         "task a colour lookup largely solves; the labels are the same",
     )
-    kitti = sub.add_parser("kitti", help="a KITTI road tree: data_road/training, data_road/testing")
+    _add_common(city)
+    city.set_defaults(
+        generate=lambda args: generate_cityscapes(
+            args.root,
+            height=args.height,
+            width=args.width,
+            train_per_city=args.train_per_city,
+            val_per_city=args.val_per_city,
+            test_per_city=args.test_per_city,
+            video_frames=args.video_frames,
+            coarse=args.coarse,
+            seed=args.seed,
+            looks=args.looks,
+            overwrite=args.overwrite,
+        )
+    )
+
+
+def add_kitti_parser(subcommands) -> None:
+    """The `kitti` subcommand (kinds/kitti.py adds it)."""
+    kitti = subcommands.add_parser(
+        "kitti", help="a KITTI road tree: data_road/training, data_road/testing"
+    )
     kitti.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
     kitti.add_argument(
         "--scale",
@@ -65,14 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kitti.add_argument("--train-per-category", type=int, default=6, help="um, umm, uu (default 6)")
     kitti.add_argument("--test-per-category", type=int, default=2, help="default 2")
-    for p in (city, kitti):
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="write into a non-empty folder, replacing files of the same name",
+    _add_common(kitti)
+    kitti.set_defaults(
+        generate=lambda args: generate_kitti(
+            args.root,
+            scale=args.scale,
+            train_per_category=args.train_per_category,
+            test_per_category=args.test_per_category,
+            seed=args.seed,
+            overwrite=args.overwrite,
         )
-    add_folder_parser(sub)
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A subcommand for each dataset kind that has a sample-tree generator."""
+    from segmentation.data.kinds.catalog import KINDS
+
+    parser = _Parser(
+        prog="python -m segmentation.sample",
+        description="Write small synthetic street scenes in the layout of a dataset kind.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    for kind in KINDS.values():
+        kind.add_sample_command(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 
@@ -81,32 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        if args.dataset == "folder":
-            print(generate_folder_from_args(args))
-            return
-        if args.dataset == "cityscapes":
-            summary = generate_cityscapes(
-                args.root,
-                height=args.height,
-                width=args.width,
-                train_per_city=args.train_per_city,
-                val_per_city=args.val_per_city,
-                test_per_city=args.test_per_city,
-                video_frames=args.video_frames,
-                coarse=args.coarse,
-                seed=args.seed,
-                looks=args.looks,
-                overwrite=args.overwrite,
-            )
-        else:
-            summary = generate_kitti(
-                args.root,
-                scale=args.scale,
-                train_per_category=args.train_per_category,
-                test_per_category=args.test_per_category,
-                seed=args.seed,
-                overwrite=args.overwrite,
-            )
-        print(summary)
+        print(args.generate(args))
 
     return run_guarded(run)

@@ -171,6 +171,7 @@ def add_folder_parser(subparsers) -> None:
         action="store_true",
         help="write into a non-empty folder, replacing files of the same name",
     )
+    folder.set_defaults(generate=generate_folder_from_args)
 
 
 def generate_folder_from_args(args: argparse.Namespace) -> Summary:
