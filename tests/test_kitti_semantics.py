@@ -135,6 +135,18 @@ def test_data_check_finds_it_and_reports_its_problems(semantics_root, tmp_path, 
     assert check.main([str(root), "--workers", "0"]) == 1
     out = capsys.readouterr().out
     assert "000004_10.png" in out and "000007_10.png" in out
+    # With those restored, a colour label in place of the label ids: refused, naming the
+    # folder to use.
+    for folder, name in (("semantic", "000004_10.png"), ("image_2", "000007_10.png")):
+        shutil.copy(semantics_root / "training" / folder / name, root / "training" / folder / name)
+    training = root / "training"
+    shutil.copy(
+        training / "semantic_rgb" / "000002_10.png", training / "semantic" / "000002_10.png"
+    )
+    assert check.main([str(root), "--dataset", "kitti_semantics", "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "000002_10.png is not a single-channel 8-bit PNG" in out
+    assert "use the files of training/semantic" in out
 
 
 def _hand_class_iou(predictions: list[Path], ground_truths: list[Path]) -> dict[str, float]:
