@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from segmentation.data.kinds.catalog import KINDS
+
 REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 300
 
@@ -134,10 +136,12 @@ def test_link_checker_sees_broken_links_and_anchors(tmp_path: Path):
     ]
 
 
-# `python SCRIPT.py ...` or `python -m segmentation.MODULE [SUBCOMMAND] ...` in a shell block.
+# `python SCRIPT.py ...` or `python -m segmentation.MODULE [SUBCOMMAND] ...` in a shell block;
+# a subcommand is a dataset kind's name (the sample generators').
+SUBCOMMANDS = "|".join(map(re.escape, KINDS))
 OUR_COMMAND = re.compile(
     r"\bpython3?\s+(?P<script>(?:[\w.-]+/)*[\w-]+\.py|-m\s+segmentation(?:\.\w+)+"
-    r"(?:\s+(?:cityscapes|kitti|folder)\b)?)(?P<args>[^#;|&]*)"
+    rf"(?:\s+(?:{SUBCOMMANDS})\b)?)(?P<args>[^#;|&]*)"
 )
 
 

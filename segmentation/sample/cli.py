@@ -11,7 +11,11 @@ import argparse
 from pathlib import Path
 
 from segmentation.cli import run_guarded
-from segmentation.sample.generate import generate_cityscapes, generate_kitti
+from segmentation.sample.generate import (
+    generate_cityscapes,
+    generate_kitti,
+    generate_kitti_semantics,
+)
 from segmentation.sample.world import LOOKS
 
 
@@ -101,6 +105,33 @@ def add_kitti_parser(subcommands) -> None:
             scale=args.scale,
             train_per_category=args.train_per_category,
             test_per_category=args.test_per_category,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    )
+
+
+def add_kitti_semantics_parser(subcommands) -> None:
+    """The `kitti_semantics` subcommand (kinds/kitti_semantics.py adds it)."""
+    semantics = subcommands.add_parser(
+        "kitti_semantics", help="a KITTI semantics tree: training/{image_2,semantic}, testing"
+    )
+    semantics.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
+    semantics.add_argument(
+        "--scale",
+        type=float,
+        default=0.25,
+        help="size relative to the real ~375x1242 images (default 0.25)",
+    )
+    semantics.add_argument("--train", type=int, default=12, help="training images (default 12)")
+    semantics.add_argument("--test", type=int, default=4, help="testing images (default 4)")
+    _add_common(semantics)
+    semantics.set_defaults(
+        generate=lambda args: generate_kitti_semantics(
+            args.root,
+            scale=args.scale,
+            train=args.train,
+            test=args.test,
             seed=args.seed,
             overwrite=args.overwrite,
         )

@@ -1,5 +1,5 @@
-"""Writing the sample trees: scenes drawn by this package, saved in the exact Cityscapes and KITTI
-road layouts.
+"""Writing the sample trees: scenes drawn by this package, saved in the exact Cityscapes, KITTI
+road and KITTI semantics layouts.
 
 The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
 people, poles, signs and lights), painted in natural colours with texture, lighting and noise, so
@@ -10,6 +10,7 @@ same arguments give byte-identical files.
 
     python -m segmentation.sample cityscapes DIR [--height 128 --width 256 --looks natural ...]
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
+    python -m segmentation.sample kitti_semantics DIR [--scale 0.25 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
 The command line is in sample/cli.py.
@@ -330,4 +331,56 @@ def generate_kitti(
                 if category == "um":
                     _write_png(gt / f"{category}_lane_{i:06d}.png", lane)
                     summary.files += 1
+    return summary
+
+
+def _kitti_instances(label_ids: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
+    """KITTI's instance PNG (uint16) from a Cityscapes instanceIds map: the label id in the
+    high byte, the instance (1, 2, ... per class; 0 where none) in the low byte."""
+    instance = np.where(instance_ids >= 1000, np.minimum(instance_ids % 1000 + 1, 255), 0)
+    return (label_ids.astype(np.uint16) << 8) | instance.astype(np.uint16)
+
+
+def generate_kitti_semantics(
+    root,
+    *,
+    scale: float = 0.25,
+    train: int = 12,
+    test: int = 4,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Summary:
+    """Write a synthetic KITTI semantic segmentation tree under ``root`` (data_semantics.zip
+    as unpacked): training/image_2/{i:06d}_10.png with training/semantic (Cityscapes label
+    ids), semantic_rgb (their colours) and instance (16-bit: label id << 8 | instance), and
+    testing/image_2/ without labels. Streets cycle through the KITTI road categories' looks;
+    image sizes through the real KITTI sizes times ``scale``.
+    """
+    if not 0.065 <= scale <= 2.0:
+        raise UserError(
+            f"--scale must be between 0.065 and 2 (images of 24 to 750 rows), got {scale}"
+        )
+    _check_counts(train=train, test=test, seed=seed)
+    root = prepare_root(root, overwrite)
+    summary = Summary("KITTI semantics", root)
+    for split, count in (("training", train), ("testing", test)):
+        summary.images[split] = count
+        for i in range(count):
+            h, w = KITTI_SIZES[(i + seed) % len(KITTI_SIZES)]
+            height, width = round(h * scale), round(w * scale)
+            name = f"{i:06d}_10.png"
+            rng = _rng(seed, f"kitti_semantics/{split}/{name}")
+            style = KITTI[KITTI_CATEGORIES[i % len(KITTI_CATEGORIES)]]
+            world = sample_world(rng, style, FEATURES[i % len(FEATURES)])
+            image, canvas = _render(world, make_camera(world, height, width), rng)
+            _write_png(root / split / "image_2" / name, image)
+            summary.files += 1
+            if split == "testing":
+                continue
+            _write_png(root / split / "semantic" / name, canvas.label)
+            _write_png(root / split / "semantic_rgb" / name, _COLOURS[canvas.label])
+            _write_png(
+                root / split / "instance" / name, _kitti_instances(canvas.label, canvas.instance)
+            )
+            summary.files += 3
     return summary

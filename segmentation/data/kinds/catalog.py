@@ -10,9 +10,15 @@ from segmentation.data.kinds.base import DatasetKind
 from segmentation.data.kinds.cityscapes import CITYSCAPES
 from segmentation.data.kinds.folder import FOLDER
 from segmentation.data.kinds.kitti import KITTI
+from segmentation.data.kinds.kitti_semantics import KITTI_SEMANTICS
 from segmentation.errors import UserError
 
-KINDS: dict[str, DatasetKind] = {"cityscapes": CITYSCAPES, "kitti": KITTI, "folder": FOLDER}
+KINDS: dict[str, DatasetKind] = {
+    "cityscapes": CITYSCAPES,
+    "kitti": KITTI,
+    "kitti_semantics": KITTI_SEMANTICS,
+    "folder": FOLDER,
+}
 
 
 def kind_named(name: str) -> DatasetKind:

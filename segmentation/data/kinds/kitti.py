@@ -67,7 +67,13 @@ class KittiKind(DatasetKind):
         )
 
     def detect(self, root: Path) -> bool:
-        return (root / "data_road").is_dir() or (root / "training" / "image_2").is_dir()
+        from segmentation.data import kitti
+
+        if (root / "data_road").is_dir() or (root / "training" / "gt_image_2").is_dir():
+            return True
+        # KITTI semantics has training/image_2 too: tell them apart by the image names.
+        images = root / "training" / "image_2"
+        return images.is_dir() and any(kitti.IMAGE_NAME.match(p.name) for p in images.iterdir())
 
     def inventory(self, root: Path, labels: str | None) -> Inventory:
         from segmentation.data import kitti
