@@ -279,12 +279,11 @@ def reference_markdown() -> str:
         title = f"`{section.name}`" if section.name else "Top level"
         if section.dataset:
             title += f" with `dataset: {section.dataset}`"
+        lines += ["", f"## {title}", "", section.help, ""]
+        if not section.keys:  # a dataset kind with only the keys every kind shares
+            lines.append("No keys beyond those of `data` above.")
+            continue
         lines += [
-            "",
-            f"## {title}",
-            "",
-            section.help,
-            "",
             "| key | type | default | allowed | description |",
             "| --- | --- | --- | --- | --- |",
         ]

@@ -173,6 +173,26 @@ def _train_ids(with_unlabeled: bool) -> LabelScheme:
     return _cityscapes_scheme(name, names, colors, export_ids, class_of_id)
 
 
+def cityscapes_train_id_scheme(dataset: str) -> LabelScheme:
+    """The 19 evaluated Cityscapes classes, for a dataset whose masks store their train ids
+    (0..18, 255 = ignore; BDD100K): a stored train id is its class index, and predictions go
+    out as train ids again."""
+    count = len(_EVALUATED_LABELS)
+    lookup = np.full(256, IGNORE_INDEX, np.uint8)
+    lookup[:count] = np.arange(count)
+    return LabelScheme(
+        name="classes",
+        dataset=dataset,
+        class_names=tuple(label.name for label in _EVALUATED_LABELS),
+        colors=np.array([label.color for label in _EVALUATED_LABELS], np.uint8),
+        lookup=lookup,
+        export_label_ids=np.arange(count, dtype=np.uint8),
+        stored_values=count,
+        stored_ignore=IGNORE_INDEX,
+        contains_evaluated_classes=True,
+    )
+
+
 def _selected(class_names: Sequence[str]) -> LabelScheme:
     """Chosen Cityscapes labels plus a background class (first) for every other label id."""
     unknown = [name for name in class_names if name not in name2label or name2label[name].id < 0]

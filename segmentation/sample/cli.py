@@ -12,6 +12,8 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded
 from segmentation.sample.generate import (
+    BDD100K_LAYOUTS,
+    generate_bdd100k,
     generate_cityscapes,
     generate_kitti,
     generate_kitti_semantics,
@@ -131,6 +133,43 @@ def add_kitti_semantics_parser(subcommands) -> None:
             args.root,
             scale=args.scale,
             train=args.train,
+            test=args.test,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    )
+
+
+def add_bdd100k_parser(subcommands) -> None:
+    """The `bdd100k` subcommand (kinds/bdd100k.py adds it)."""
+    bdd = subcommands.add_parser(
+        "bdd100k", help="a BDD100K semantic segmentation tree: JPEG images, train-id masks"
+    )
+    bdd.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
+    bdd.add_argument(
+        "--layout",
+        choices=BDD100K_LAYOUTS,
+        default="current",
+        help="current: images/10k + labels/sem_seg/masks; original: seg/images + seg/labels "
+        "(default current)",
+    )
+    bdd.add_argument(
+        "--scale",
+        type=float,
+        default=0.1,
+        help="size relative to the real 720x1280 images (default 0.1)",
+    )
+    bdd.add_argument("--train", type=int, default=8, help="train images (default 8)")
+    bdd.add_argument("--val", type=int, default=4, help="val images (default 4)")
+    bdd.add_argument("--test", type=int, default=2, help="test images (default 2)")
+    _add_common(bdd)
+    bdd.set_defaults(
+        generate=lambda args: generate_bdd100k(
+            args.root,
+            layout=args.layout,
+            scale=args.scale,
+            train=args.train,
+            val=args.val,
             test=args.test,
             seed=args.seed,
             overwrite=args.overwrite,

@@ -1,5 +1,5 @@
 """Writing the sample trees: scenes drawn by this package, saved in the exact Cityscapes, KITTI
-road and KITTI semantics layouts.
+road, KITTI semantics and BDD100K layouts.
 
 The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
 people, poles, signs and lights), painted in natural colours with texture, lighting and noise, so
@@ -11,6 +11,7 @@ same arguments give byte-identical files.
     python -m segmentation.sample cityscapes DIR [--height 128 --width 256 --looks natural ...]
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
     python -m segmentation.sample kitti_semantics DIR [--scale 0.25 ...]
+    python -m segmentation.sample bdd100k DIR [--layout current|original --scale 0.1 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
 The command line is in sample/cli.py.
@@ -383,4 +384,74 @@ def generate_kitti_semantics(
                 root / split / "instance" / name, _kitti_instances(canvas.label, canvas.instance)
             )
             summary.files += 3
+    return summary
+
+
+# Cityscapes label id -> train id (0..18; 255 for the label ids the benchmark ignores).
+_TRAIN_IDS = np.full(256, 255, np.uint8)
+for _label in labels:
+    if _label.id >= 0 and 0 <= _label.trainId < 19:
+        _TRAIN_IDS[_label.id] = _label.trainId
+BDD100K_SIZE = (720, 1280)  # height, width of every BDD100K image, before --scale
+BDD100K_LAYOUTS = ("current", "original")
+
+
+def _bdd100k_name(seed: int, split: str, index: int) -> str:
+    """A name in BDD100K's style (two 8-digit hex words, e.g. 7d06fefd-f7be05a6), fixed by
+    the seed, split and index."""
+    first = zlib.crc32(f"bdd100k/{seed}/{split}/{index}".encode())
+    second = zlib.crc32(f"bdd100k/{seed}/{split}/{index}/second".encode())
+    return f"{first:08x}-{second:08x}"
+
+
+def generate_bdd100k(
+    root,
+    *,
+    layout: str = "current",
+    scale: float = 0.1,
+    train: int = 8,
+    val: int = 4,
+    test: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Summary:
+    """Write a synthetic BDD100K semantic segmentation tree under ``root``: JPEG images and
+    single-channel masks of Cityscapes train ids (255 where the benchmark ignores a pixel), in
+    the ``layout`` of the "current" release (images/10k/{split}/NAME.jpg,
+    labels/sem_seg/masks/{split}/NAME.png) or the "original" one (seg/images/{split}/NAME.jpg,
+    seg/labels/{split}/NAME_train_id.png). The test split has images only. Images are
+    720x1280 times ``scale``.
+    """
+    if layout not in BDD100K_LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(BDD100K_LAYOUTS)}, got {layout!r}")
+    if not 0.05 <= scale <= 2.0:
+        raise UserError(
+            f"--scale must be between 0.05 and 2 (images of 36 to 1440 rows), got {scale}"
+        )
+    _check_counts(train=train, val=val, test=test, seed=seed)
+    root = prepare_root(root, overwrite)
+    summary = Summary("BDD100K", root)
+    height, width = round(BDD100K_SIZE[0] * scale), round(BDD100K_SIZE[1] * scale)
+    style = replace(CITYSCAPES, looks="natural")
+    if layout == "current":
+        images, masks, suffix = (
+            root / "images" / "10k",
+            root / "labels" / "sem_seg" / "masks",
+            ".png",
+        )
+    else:
+        images, masks, suffix = root / "seg" / "images", root / "seg" / "labels", "_train_id.png"
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        summary.images[split] = count
+        for i in range(count):
+            name = _bdd100k_name(seed, split, i)
+            rng = _rng(seed, f"bdd100k/{split}/{name}")
+            world = sample_world(rng, style, FEATURES[i % len(FEATURES)])
+            image, canvas = _render(world, make_camera(world, height, width), rng)
+            # BDD100K's images are JPEGs: the same lossy encoding, never the masks.
+            _write_png(images / split / f"{name}.jpg", image)
+            summary.files += 1
+            if split != "test":
+                _write_png(masks / split / f"{name}{suffix}", _TRAIN_IDS[canvas.label])
+                summary.files += 1
     return summary

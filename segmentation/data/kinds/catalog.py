@@ -7,6 +7,7 @@ from pathlib import Path
 
 from segmentation.config import DataConfig
 from segmentation.data.kinds.base import DatasetKind
+from segmentation.data.kinds.bdd100k import BDD100K
 from segmentation.data.kinds.cityscapes import CITYSCAPES
 from segmentation.data.kinds.folder import FOLDER
 from segmentation.data.kinds.kitti import KITTI
@@ -17,6 +18,7 @@ KINDS: dict[str, DatasetKind] = {
     "cityscapes": CITYSCAPES,
     "kitti": KITTI,
     "kitti_semantics": KITTI_SEMANTICS,
+    "bdd100k": BDD100K,
     "folder": FOLDER,
 }
 
