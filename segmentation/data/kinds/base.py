@@ -164,3 +164,14 @@ def label_names(labels: str | list[str] | Any) -> list[str]:
     if not names:
         raise UserError("no label scheme given: name one, e.g. categories")
     return names
+
+
+def write_named_like_inputs(
+    folder: Path, classes: torch.Tensor, samples: list[Sample], scheme: LabelScheme
+) -> None:
+    """Predictions (B, H, W) as PNGs of the dataset's stored values, FOLDER/NAME.png for each
+    input image NAME: the result format of benchmarks that name results after their inputs."""
+    from segmentation.data.io import write_png
+
+    for class_map, sample in zip(classes.byte().cpu().numpy(), samples):
+        write_png(folder / f"{sample.name}.png", scheme.to_label_ids(class_map))

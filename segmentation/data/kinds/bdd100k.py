@@ -10,7 +10,12 @@ from pydantic import Field
 
 from segmentation.config import DataConfig
 from segmentation.data.headers import GREY_8BIT, LabelFormat
-from segmentation.data.kinds.base import DatasetKind, LabelReader, label_names
+from segmentation.data.kinds.base import (
+    DatasetKind,
+    LabelReader,
+    label_names,
+    write_named_like_inputs,
+)
 from segmentation.errors import UserError
 
 if TYPE_CHECKING:
@@ -146,11 +151,8 @@ class Bdd100kKind(DatasetKind):
         samples: list[Sample],
         scheme: LabelScheme,
     ) -> None:
-        from segmentation.data.io import write_png
-
-        for class_map, sample in zip(classes.byte().cpu().numpy(), samples):
-            # The release's mask format: train ids under the input image's own name.
-            write_png(root / "masks" / f"{sample.name}.png", scheme.to_label_ids(class_map))
+        # The release's mask format: train ids under the input image's own name.
+        write_named_like_inputs(root / "masks", classes, samples, scheme)
 
     def export_note(self, export_dir: Path) -> str | None:
         return (

@@ -44,7 +44,22 @@ class CityscapesOptions(DataConfig):
     coarse: bool = Field(False, description="also train on train_extra with its gtCoarse labels")
 
 
-class CityscapesKind(DatasetKind):
+class CityscapesLabelIds:
+    """The label side of a kind whose label files hold Cityscapes label ids (Cityscapes, KITTI
+    semantics): the Cityscapes schemes, and the files read as they are."""
+
+    def scheme_named(self, labels: str | list[str]) -> LabelScheme:
+        from segmentation.data.labels import cityscapes_scheme
+
+        return cityscapes_scheme(label_names(labels))
+
+    def label_reader(self, config: DataConfig | None) -> LabelReader:
+        from segmentation.data.io import read_label_ids
+
+        return read_label_ids
+
+
+class CityscapesKind(CityscapesLabelIds, DatasetKind):
     name: ClassVar[str] = "cityscapes"
     options: ClassVar[type[DataConfig]] = CityscapesOptions
     layout: ClassVar[str] = "ROOT/leftImg8bit/SPLIT/CITY/*.png, ROOT/gtFine/SPLIT/CITY/*.png"
@@ -57,16 +72,6 @@ class CityscapesKind(DatasetKind):
         "training ignores those pixels: Cityscapes label ids are 0..33; use the dataset's own "
         "*_labelIds.png files"
     )
-
-    def scheme_named(self, labels: str | list[str]) -> LabelScheme:
-        from segmentation.data.labels import cityscapes_scheme
-
-        return cityscapes_scheme(label_names(labels))
-
-    def label_reader(self, config: DataConfig | None) -> LabelReader:
-        from segmentation.data.io import read_label_ids
-
-        return read_label_ids
 
     def label_format(self, config: DataConfig) -> LabelFormat:
         return LABELS

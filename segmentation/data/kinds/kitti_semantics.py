@@ -10,7 +10,8 @@ from pydantic import Field
 
 from segmentation.config import DataConfig, Float
 from segmentation.data.headers import GREY_8BIT, LabelFormat
-from segmentation.data.kinds.base import DatasetKind, LabelReader, Scorer, label_names
+from segmentation.data.kinds.base import DatasetKind, Scorer, write_named_like_inputs
+from segmentation.data.kinds.cityscapes import CityscapesLabelIds
 from segmentation.data.labels import CITYSCAPES_SCHEMES
 from segmentation.errors import UserError
 
@@ -41,7 +42,7 @@ class KittiSemanticsOptions(DataConfig):
     )
 
 
-class KittiSemanticsKind(DatasetKind):
+class KittiSemanticsKind(CityscapesLabelIds, DatasetKind):
     name: ClassVar[str] = "kitti_semantics"
     options: ClassVar[type[DataConfig]] = KittiSemanticsOptions
     layout: ClassVar[str] = "ROOT/{training,testing}/image_2/NNNNNN_10.png, training/semantic"
@@ -54,16 +55,6 @@ class KittiSemanticsKind(DatasetKind):
         "training ignores those pixels: KITTI semantics stores Cityscapes label ids 0..33; use "
         "the files of training/semantic"
     )
-
-    def scheme_named(self, labels: str | list[str]) -> LabelScheme:
-        from segmentation.data.labels import cityscapes_scheme
-
-        return cityscapes_scheme(label_names(labels))
-
-    def label_reader(self, config: DataConfig | None) -> LabelReader:
-        from segmentation.data.io import read_label_ids
-
-        return read_label_ids
 
     def label_format(self, config: DataConfig) -> LabelFormat:
         return LABELS
@@ -145,11 +136,8 @@ class KittiSemanticsKind(DatasetKind):
         samples: list[Sample],
         scheme: LabelScheme,
     ) -> None:
-        from segmentation.data.io import write_png
-
-        for class_map, sample in zip(classes.byte().cpu().numpy(), samples):
-            # The benchmark's result format: label ids under the input image's own name.
-            write_png(root / "semantic" / f"{sample.name}.png", scheme.to_label_ids(class_map))
+        # The benchmark's result format: label ids under the input image's own name.
+        write_named_like_inputs(root / "semantic", classes, samples, scheme)
 
     def export_note(self, export_dir: Path) -> str | None:
         return (
