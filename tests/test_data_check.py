@@ -3,8 +3,11 @@ known problems were planted, exactly those are found; the Cityscapes and KITTI l
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -385,3 +388,36 @@ def test_symlinked_city_folders_are_checked_and_no_plot_lands_in_them(
     code, output = run_check(capsys, root, "--workers", 0)
     assert code == 0, output
     assert re.search(r"^val +6 +6$", output, re.M), output
+
+
+# OpenCV's pool is started by parallel calls on large images; the check then forks its workers.
+AFTER_OPENCV_THREADS = """
+import sys
+import cv2
+import numpy as np
+cv2.setNumThreads(2)
+image = np.zeros((2000, 2000, 3), np.uint8)
+for _ in range(3):
+    cv2.resize(image, (1000, 1000), interpolation=cv2.INTER_AREA)
+from segmentation.data import check
+sys.exit(check.main([sys.argv[1], "--workers", "2"]))
+"""
+
+
+@pytest.mark.slow
+def test_checker_workers_start_after_opencv_ran_threads_in_the_parent(cityscapes_root):
+    # A child forked while the parent's OpenCV pool runs used to wait forever in its first
+    # OpenCV call: a test process that had resized images before hung the suite.
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", AFTER_OPENCV_THREADS, str(cityscapes_root)],
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("data.check's workers hung after OpenCV had run threads in the parent")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -33,6 +33,7 @@ from segmentation.data.dataset import Sample
 from segmentation.data.folder import RgbMaskReader
 from segmentation.data.headers import ORIENTATIONS, LabelFormat, check_pair
 from segmentation.data.inventory import Inventory, discover
+from segmentation.data.io import limit_opencv_threads
 from segmentation.data.kinds.catalog import KINDS
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme
 from segmentation.data.loading import progress_bar
@@ -73,7 +74,6 @@ _WORKER: dict = {}
 
 
 def _set_up_worker(scheme: LabelScheme, label_format: LabelFormat, reader: Callable) -> None:
-    cv2.setNumThreads(1)
     _WORKER.update(scheme=scheme, label_format=label_format, reader=reader)
 
 
@@ -148,12 +148,19 @@ def run_pass(inventory: Inventory, workers: int) -> list[PairResult]:
             progress.update()
     else:
         # fork: the workers inherit the reader (and an rgb lookup table) instead of a copy each.
-        context = get_context("fork")
-        with ProcessPoolExecutor(workers, context, _set_up_worker, setup) as pool:
-            splits, samples = zip(*tasks) if tasks else ((), ())
-            for result in pool.map(_check_pair, splits, samples, chunksize=4):
-                results.append(result)
-                progress.update()
+        # OpenCV's thread pool must be stopped in this process first: a child forked while it
+        # runs deadlocks on its first OpenCV call (after any earlier OpenCV work here).
+        threads = cv2.getNumThreads()
+        limit_opencv_threads()
+        try:
+            context = get_context("fork")
+            with ProcessPoolExecutor(workers, context, _set_up_worker, setup) as pool:
+                splits, samples = zip(*tasks) if tasks else ((), ())
+                for result in pool.map(_check_pair, splits, samples, chunksize=4):
+                    results.append(result)
+                    progress.update()
+        finally:
+            cv2.setNumThreads(threads)
     progress.close()
     return results
 
