@@ -650,11 +650,6 @@ class TrainConfig(_Section):
             values.pop("epochs", None)
         return values
 
-    @property
-    def total_label(self) -> str:
-        """The run's length in words, for logs."""
-        return f"{self.iters} iterations" if self.iters is not None else f"{self.epochs} epochs"
-
 
 class Config(_Section):
     """A whole run: the sections, and where the run writes."""

@@ -41,13 +41,40 @@ def test_poly_with_min_lr_is_the_closed_form_at_every_iteration():
         scheduler.step()
 
 
+def test_poly_after_warmup_decays_over_the_remaining_steps():
+    warmup = 10
+    config = OptimConfig(optimizer="sgd", lr=LR, scheduler="poly", poly_power=POWER,
+                         min_lr=MIN_LR, warmup_iters=warmup)  # fmt: skip
+    optimizer = build_optimizer(torch.nn.Linear(2, 1), config)
+    scheduler = build_scheduler(optimizer, config, total_iters=ITERS)
+    for t in range(ITERS + 1):
+        # mmsegmentation's LinearLR (steps 0..W) then PolyLR (begin=W, end=T)
+        expected = LR * (t + 1) / warmup if t < warmup else poly(t - warmup, ITERS - warmup)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12), t
+        optimizer.step()
+        scheduler.step()
+
+
+def test_validation_and_save_steps_of_a_schedule():
+    from types import SimpleNamespace
+
+    from segmentation.engine.loop import next_stop, validates_at
+
+    config = SimpleNamespace(iters=50, val_every=20, save_every=15)
+    stops, step = [], 0
+    while step < config.iters:
+        step = next_stop(step, config)
+        stops.append((step, validates_at(step, config)))
+    assert stops == [(15, False), (20, True), (30, False), (40, True), (45, False), (50, True)]
+
+
 def write_run_config(tmp_path: Path, small_config, run_dir: Path) -> Path:
     config = small_config(
         tmp_path.parent,  # replaced below
         run_dir,
         optim={"optimizer": "sgd", "lr": LR, "scheduler": "poly", "min_lr": MIN_LR},
-        # 15 training images at batch 2: 7 steps an epoch, 50 steps cross 7 epoch boundaries.
-        train={"iters": ITERS, "val_every": 20, "batch_size": 2, "seed": 3, "log_every": 10,
+        # 15 training images at batch 1: 50 steps cross 3 epoch boundaries.
+        train={"iters": ITERS, "val_every": 20, "batch_size": 1, "seed": 3, "log_every": 10,
                "device": "cpu", "log_images": 0},
     )  # fmt: skip
     del config["train"]["epochs"]
@@ -85,7 +112,7 @@ def test_iters_validate_every_val_every_and_at_the_end_and_resume_exactly(
     for step, value in scalars["train/lr"]:
         assert value == pytest.approx(poly(step, ITERS), rel=1e-6), step
     state = load_checkpoint(straight / "last.pt")["state"]
-    assert (state["step"], state["epoch"], state["epoch_batches"]) == (50, 50 // 7, 50 % 7)
+    assert (state["step"], state["epoch"], state["epoch_batches"]) == (50, 3, 5)
 
     # The same run, stopped after step 30 (as a scheduler's SIGTERM would), then resumed.
     real_step = loop.optimizer_step

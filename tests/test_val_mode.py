@@ -68,6 +68,23 @@ def test_slide_validation_scores_what_evaluate_scores(
     assert "add it" in one_line(capsys)
 
 
+@pytest.mark.slow
+def test_whole_validation_scores_what_evaluate_scores_in_one_window_of_the_frame(
+    cityscapes_root, tmp_path, small_config
+):
+    run_dir = tmp_path / "run"
+    config = slide_config(small_config, cityscapes_root, run_dir, iters=1, val_mode="whole")
+    del config["train"]["val_window"], config["train"]["val_stride"]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert train.main(["--config", str(tmp_path / "run.yaml")]) == 0
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    scores = tmp_path / "scores.json"
+    args = ["--checkpoint", str(run_dir / "last.pt"), "--workers", "0", "--amp", "off"]
+    args += ["--sliding-window", "--window", "64x128", "--output-json", str(scores)]
+    assert evaluate.main(args) == 0
+    assert record["val_mIoU"] == json.loads(scores.read_text())["mIoU"]
+
+
 def test_a_slide_window_larger_than_the_frames_is_refused_before_training(
     cityscapes_root, tmp_path, small_config, capsys
 ):
