@@ -68,9 +68,9 @@ def test_validation_and_save_steps_of_a_schedule():
     assert stops == [(15, False), (20, True), (30, False), (40, True), (45, False), (50, True)]
 
 
-def write_run_config(tmp_path: Path, small_config, run_dir: Path) -> Path:
+def schedule_config(small_config, root: Path, run_dir: Path) -> dict:
     config = small_config(
-        tmp_path.parent,  # replaced below
+        root,
         run_dir,
         optim={"optimizer": "sgd", "lr": LR, "scheduler": "poly", "min_lr": MIN_LR},
         # 15 training images at batch 1: 50 steps cross 3 epoch boundaries.
@@ -95,8 +95,7 @@ def test_iters_validate_every_val_every_and_at_the_end_and_resume_exactly(
     cityscapes_root, tmp_path, small_config, monkeypatch
 ):
     def run_config(name: str) -> Path:
-        config = write_run_config(tmp_path, small_config, tmp_path / name)
-        config["data"]["root"] = str(cityscapes_root)
+        config = schedule_config(small_config, cityscapes_root, tmp_path / name)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -114,7 +113,8 @@ def test_iters_validate_every_val_every_and_at_the_end_and_resume_exactly(
     state = load_checkpoint(straight / "last.pt")["state"]
     assert (state["step"], state["epoch"], state["epoch_batches"]) == (50, 3, 5)
 
-    # The same run, stopped after step 30 (as a scheduler's SIGTERM would), then resumed.
+    # The same run, stopped after step 30 (as a scheduler's SIGTERM would), then resumed. Step
+    # 30 ends the second epoch: the resumed run starts from an epoch with no batch left.
     real_step = loop.optimizer_step
 
     def step_then_sigterm_at_30(training):
@@ -170,3 +170,48 @@ def test_iters_alone_survives_the_saved_config_and_overrides():
     epochs_file = config_from_dict({"train": {"epochs": 3}})
     switched = apply_overrides(epochs_file, {"train.epochs": None, "train.iters": 9})
     assert switched.train.iters == 9
+
+
+@pytest.mark.slow
+def test_a_stop_in_a_validation_mid_schedule_validates_it_again_on_resume(
+    cityscapes_root, tmp_path, small_config, monkeypatch
+):
+    def run_config(name: str) -> Path:
+        config = small_config(
+            cityscapes_root,
+            tmp_path / name,
+            optim={"scheduler": "poly"},
+            train={"iters": 6, "val_every": 3, "batch_size": 4, "seed": 1, "log_images": 0},
+        )
+        del config["train"]["epochs"]
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        return tmp_path / f"{name}.yaml"
+
+    assert train.main(["--config", str(run_config("straight"))]) == 0
+    real_evaluate = loop.evaluate
+
+    def evaluate_with_sigterm(predict, batches, matrix, **options):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before the first validation batch ends
+        return real_evaluate(predict, batches, matrix, **options)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_with_sigterm)
+    stopped = tmp_path / "stopped"
+    assert train.main(["--config", str(run_config("stopped"))]) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    saved = load_checkpoint(stopped / "last.pt")["state"]
+    assert saved["step"] == 3 and saved["trained_epoch"] is not None
+    assert not (stopped / "metrics.jsonl").exists()
+    assert train.main(["--resume", str(stopped / "last.pt")]) == 0
+
+    expected, found = (
+        load_checkpoint(tmp_path / "straight" / "last.pt"),
+        load_checkpoint(stopped / "last.pt"),
+    )
+    for key, tensor in expected["model"].items():
+        assert torch.equal(tensor, found["model"][key]), key
+    records = [(tmp_path / "straight" / "metrics.jsonl"), (stopped / "metrics.jsonl")]
+    straight_lines, resumed_lines = (
+        [json.loads(line) for line in path.read_text().splitlines()] for path in records
+    )
+    assert [r["step"] for r in resumed_lines] == [r["step"] for r in straight_lines] == [3, 6]
+    assert [r["val_mIoU"] for r in resumed_lines] == [r["val_mIoU"] for r in straight_lines]
