@@ -5,7 +5,7 @@ by the same confusion matrix, so that best.pt is chosen on the number evaluate.p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -87,7 +87,7 @@ def trained_model(training) -> TrainedModel:
 
 @torch.no_grad()
 def validate_full_resolution(
-    training, batches: Iterable, stopped: callable
+    training, batches: Iterable, stopped: Callable[[], bool]
 ) -> tuple[dict, ValidationPictures] | None:
     """Confusion-matrix metrics of the full-resolution validation (its loss is None: the
     merged predictions are probabilities, not the logits the loss takes) and the seconds it

@@ -1,7 +1,8 @@
 """The training loop, top to bottom.
 
 `train` builds a run (setup.py) and calls `fit`; `fit` runs epochs of `train_one_epoch` and
-`validate`, steps the plateau schedule and saves checkpoints; `train_one_epoch` runs optimizer
+`validate`, steps the plateau schedule and saves checkpoints (`fit_iterations` the same for a
+run of train.iters, validating every train.val_every steps); `train_one_epoch` runs optimizer
 steps, each over `train.accumulate` micro-batches, and logs every `train.log_every` steps.
 
 The hot path never waits for the device: losses accumulate on it, and the host reads them only
