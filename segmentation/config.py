@@ -28,6 +28,7 @@ from pydantic import (
     SerializeAsAny,
     TypeAdapter,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -47,12 +48,14 @@ Scheduler = Literal["plateau", "poly", "cosine", "none"]
 AmpMode = Literal["off", "bf16", "fp16", "auto"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 KeyMetric = Literal["mIoU", "mDice", "pixel_accuracy"]
+ValMode = Literal["resized", "whole", "slide"]
 
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 KEY_METRICS: tuple[str, ...] = get_args(KeyMetric)
+VAL_MODES: tuple[str, ...] = get_args(ValMode)
 
 # The output head each loss trains: per-channel sigmoids or one softmax over the classes.
 LOSS_HEADS = {"bce_dice": "sigmoid", "ce": "softmax"}
@@ -516,7 +519,47 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """The training loop: length, batches, precision, device, logging."""
 
-    epochs: Positive = Field(40, description="passes over the training set (--epochs)")
+    epochs: Positive = Field(
+        40, description="passes over the training set (--epochs); excludes train.iters"
+    )
+    iters: Positive | None = Field(
+        None,
+        description="optimizer steps in all, over as many passes of the training set as they "
+        "take (the poly/cosine schedules decay over them); excludes train.epochs; null: epochs",
+    )
+    val_every: Positive | None = Field(
+        None,
+        description="with train.iters: optimizer steps between validations, which also run at "
+        "the last step; null: at the last step only",
+    )
+    save_every: Positive | None = Field(
+        None,
+        description="with train.iters: optimizer steps between saves of last.pt (every "
+        "validation saves it too); null: at validations only",
+    )
+    val_mode: Annotated[ValMode, Choice] = Field(
+        "resized",
+        description="validation frames: resized to data.image_size (fast); whole: at full "
+        "resolution, each frame in one pass; slide: at full resolution in windows of "
+        "train.val_window (as evaluate.py --sliding-window); best.pt is chosen on its score",
+    )
+    val_window: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] | None = Field(
+        None,
+        description="val_mode slide: window size (evaluate.py --window); null: the "
+        "training size, data.image_size",
+        json_schema_extra=allowed("null, HEIGHTxWIDTH (e.g. 512x1024) or [height, width]"),
+    )
+    val_stride: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] | None = Field(
+        None,
+        description="val_mode slide: step between windows (evaluate.py --stride), at most "
+        "the window; null: 2/3 of the window's sides, rounded down",
+        json_schema_extra=allowed("null, HEIGHTxWIDTH (e.g. 341x682) or [height, width]"),
+    )
+    val_batch_size: Positive | None = Field(
+        None,
+        description="validation images per batch in each process; null: train.batch_size for "
+        "val_mode resized, 1 for whole and slide (full frames)",
+    )
     batch_size: Positive = Field(
         6, description="images per micro-batch in each process (--batch-size)"
     )
@@ -561,6 +604,52 @@ class TrainConfig(_Section):
         True, description="let cuDNN time and pick the fastest convolutions"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_null_is_left_out(cls, values: Any) -> Any:
+        # `--set train.epochs=null` takes back a config file's epochs, for train.iters.
+        if isinstance(values, dict) and "epochs" in values and values["epochs"] is None:
+            values = {key: value for key, value in values.items() if key != "epochs"}
+        return values
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.iters is not None and "epochs" in self.model_fields_set:
+            raise config_line(
+                f"train.iters={self.iters} and train.epochs={self.epochs} are both given: a run "
+                "is as long as one of them; remove one (or set train.epochs to null)"
+            )
+        for key in ("val_every", "save_every"):
+            if getattr(self, key) is not None and self.iters is None:
+                raise config_line(
+                    f"train.{key}={getattr(self, key)} counts optimizer steps of train.iters: a "
+                    "run of train.epochs validates and saves last.pt after every epoch; set "
+                    f"train.iters, or remove train.{key}"
+                )
+        for key in ("val_window", "val_stride"):
+            if getattr(self, key) is not None and self.val_mode != "slide":
+                raise config_line(
+                    f"train.{key} is for train.val_mode slide, not {self.val_mode}: set "
+                    f"train.val_mode to slide, or remove train.{key}"
+                )
+        if self.val_stride is not None and self.val_window is not None:
+            window, stride = self.val_window, self.val_stride
+            if stride[0] > window[0] or stride[1] > window[1]:
+                raise config_line(
+                    f"train.val_stride {stride[0]}x{stride[1]} is larger than train.val_window "
+                    f"{window[0]}x{window[1]}: windows would leave gaps; use a stride of at "
+                    "most the window"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_epochs(self, handler: Callable) -> dict:
+        # A run of train.iters saves no epochs: read back, its config would give both.
+        values = handler(self)
+        if self.iters is not None:
+            values.pop("epochs", None)
+        return values
+
 
 class Config(_Section):
     """A whole run: the sections, and where the run writes."""
@@ -585,6 +674,7 @@ class Config(_Section):
         # Runs only once every section is valid, so that plain mistakes are refused without
         # importing torch, which the loss's option check needs (the model's uses the catalog).
         _resolve_head(self)
+        _check_validation_loss(self)
         _check_model(self.model)
         _check_loss(self.loss)
         return self
@@ -601,6 +691,16 @@ def _resolve_head(config: Config) -> None:
         raise config_line(
             f"model.head '{config.model.head}' does not fit loss.name '{config.loss.name}', "
             f"which trains a {wanted} head: set model.head to {wanted} or null"
+        )
+
+
+def _check_validation_loss(config: Config) -> None:
+    # Full-resolution validation scores the merged predictions; it computes no loss.
+    if config.optim.scheduler == "plateau" and config.train.val_mode != "resized":
+        raise config_line(
+            f"optim.scheduler 'plateau' steps on the validation loss, which train.val_mode "
+            f"'{config.train.val_mode}' does not compute: use optim.scheduler poly (or cosine, "
+            "none), or train.val_mode resized"
         )
 
 

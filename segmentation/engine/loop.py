@@ -1,7 +1,8 @@
 """The training loop, top to bottom.
 
 `train` builds a run (setup.py) and calls `fit`; `fit` runs epochs of `train_one_epoch` and
-`validate`, steps the plateau schedule and saves checkpoints; `train_one_epoch` runs optimizer
+`validate`, steps the plateau schedule and saves checkpoints (`fit_iterations` the same for a
+run of train.iters, validating every train.val_every steps); `train_one_epoch` runs optimizer
 steps, each over `train.accumulate` micro-batches, and logs every `train.log_every` steps.
 
 The hot path never waits for the device: losses accumulate on it, and the host reads them only
@@ -41,6 +42,7 @@ from segmentation.engine.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
+from segmentation.engine.full_resolution import validate_full_resolution
 from segmentation.engine.optim import is_stepped_per_iteration
 from segmentation.engine.run_logger import ValidationPictures, logger
 from segmentation.engine.setup import build_training, wrap_model
@@ -89,9 +91,11 @@ def with_resolved_amp(config: Config, context) -> Config:
 
 
 def fit(training: Training) -> dict:
-    """Train the remaining epochs, validating and saving after each. Returns the last
-    validation metrics."""
+    """Train the remaining epochs, validating and saving after each (or, with train.iters,
+    the remaining iterations: `fit_iterations`). Returns the last validation metrics."""
     config, state = training.config.train, training.state
+    if config.iters is not None:
+        return fit_iterations(training)
     metrics: dict = {}
     if state.epoch >= config.epochs:
         logger.info(
@@ -123,7 +127,7 @@ def fit(training: Training) -> dict:
                 stopped(training, path, f"the validation of epoch {state.epoch + 1}")
             state.trained_epoch = None
             metrics, pictures = validated
-            step_schedule(training, val_loss=metrics["loss"])
+            step_plateau(training, metrics["loss"])
             state.epoch += 1
             improved = metrics[config.key_metric] is not None and (
                 metrics[config.key_metric] > state.best_metric
@@ -134,6 +138,66 @@ def fit(training: Training) -> dict:
             seconds = time.perf_counter() - started
             training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
     return metrics
+
+
+def fit_iterations(training: Training) -> dict:
+    """Train until train.iters optimizer steps, over as many passes of the training set as
+    they take (each pass reshuffled, as in `fit`); validate every train.val_every steps and
+    at the last, save last.pt every train.save_every steps and at each validation. Returns the
+    last validation metrics."""
+    config, state = training.config.train, training.state
+    metrics: dict = {}
+    if state.step >= config.iters and state.trained_epoch is None:
+        logger.info(
+            "the run already has %d of %d iterations: nothing to do", state.step, config.iters
+        )
+    with stop_on_signals(training.stop):
+        while state.step < config.iters or state.trained_epoch is not None:
+            started = time.perf_counter()
+            if state.trained_epoch is not None:  # stopped in its validation: validate again
+                result = EpochResult(**state.trained_epoch)
+            else:
+                result = train_steps(training, until=next_stop(state.step, config))
+                if result.interrupted:
+                    stopped(training, save(training, "last.pt"), f"iteration {state.step}")
+                if not validates_at(state.step, config):
+                    save(training, "last.pt")
+                    continue
+            rng = rng_state(training.device)  # as in `fit`: a resume validates from it
+            validated = validate(training)
+            if validated is None:
+                state.trained_epoch = {
+                    "loss": result.loss,
+                    "images_per_second": result.images_per_second,
+                }
+                path = save(training, "last.pt", rng=rng)
+                stopped(training, path, f"the validation at iteration {state.step}")
+            state.trained_epoch = None
+            metrics, pictures = validated
+            step_plateau(training, metrics["loss"])
+            improved = metrics[config.key_metric] is not None and (
+                metrics[config.key_metric] > state.best_metric
+            )
+            if improved:
+                state.best_metric = metrics[config.key_metric]
+            save_epoch(training, metrics, improved)
+            seconds = time.perf_counter() - started
+            training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
+    return metrics
+
+
+def validates_at(step: int, config) -> bool:
+    """Whether a run of train.iters validates after optimizer step `step` (counted from 1)."""
+    return step == config.iters or (config.val_every is not None and step % config.val_every == 0)
+
+
+def next_stop(step: int, config) -> int:
+    """The next optimizer step after `step` at which a run of train.iters validates or saves."""
+    stops = [config.iters]
+    for every in (config.val_every, config.save_every):
+        if every is not None:
+            stops.append((step // every + 1) * every)
+    return min(stops)
 
 
 def stopped(training: Training, path: Path, where: str) -> NoReturn:
@@ -156,11 +220,57 @@ class EpochResult:
 
 def train_one_epoch(training: Training) -> EpochResult:
     """Optimizer steps over the loader (which skips the batches a resumed run already did)."""
+    _start_training_steps(training)
+    sums = LossSums(training.device)
+    outcome = _steps_over_loader(training, sums)
+    sums.carry_over(training)
+    if outcome == "stopped":
+        return EpochResult(float("nan"), 0.0, interrupted=True)
+    return EpochResult(
+        loss=sums.epoch_mean(training),
+        images_per_second=sums.epoch_images * training.context.world_size / sums.elapsed(),
+    )
+
+
+def train_steps(training: Training, until: int) -> EpochResult:
+    """Optimizer steps until step `until`, across passes of the training set: each pass is an
+    epoch of the sampler (its own shuffle and augmentation seeds), resumed where a stopped run
+    left it. The loss is the mean since the last validation (kept in the state, which a
+    checkpoint saves); it is taken, and reset, only where the run validates."""
+    config, state = training.config.train, training.state
+    _start_training_steps(training)
+    sums = LossSums(training.device)
+    outcome = "until"
+    while state.step < until:
+        training.train_sampler.set_epoch(state.epoch, start=state.epoch_batches * config.batch_size)
+        outcome = _steps_over_loader(training, sums, until=until)
+        if outcome == "stopped":
+            break
+        if outcome == "end":  # the pass is done: the next one is a new epoch of the sampler
+            state.epoch += 1
+            state.epoch_batches = 0
+    sums.carry_over(training)
+    if outcome == "stopped":
+        return EpochResult(float("nan"), 0.0, interrupted=True)
+    images_per_second = sums.epoch_images * training.context.world_size / sums.elapsed()
+    if not validates_at(state.step, config):
+        return EpochResult(float("nan"), images_per_second)
+    return EpochResult(
+        loss=sums.mean_since_validation(training), images_per_second=images_per_second
+    )
+
+
+def _start_training_steps(training: Training) -> None:
     config, state = training.config.train, training.state
     training.model.train()
     set_encoder_trainable(training.bare_model, state.step >= config.freeze_encoder_iters)
     clear_gradients(training.optimizer, training.compile_mode, training.device)
-    sums = LossSums(training.device)
+
+
+def _steps_over_loader(training: Training, sums: LossSums, until: int | None = None) -> str:
+    """Optimizer steps over the rest of the loader's epoch: "end" when it is done, "until"
+    at step `until`, "stopped" after a stop request."""
+    config, state = training.config.train, training.state
     progress = _epoch_progress(training)
     for micro_batches in _groups(training.train_loader, config.accumulate):
         step = first_compiled_step if training.compile_pending else accumulate_gradients
@@ -178,14 +288,12 @@ def train_one_epoch(training: Training) -> EpochResult:
             log_window(training, sums, progress)
         if stop_agreed(training):
             progress.close()
-            sums.carry_over(training)
-            return EpochResult(float("nan"), 0.0, interrupted=True)
+            return "stopped"
+        if until is not None and state.step >= until:
+            progress.close()
+            return "until"
     progress.close()
-    sums.carry_over(training)
-    return EpochResult(
-        loss=sums.epoch_mean(training),
-        images_per_second=sums.epoch_images * training.context.world_size / sums.elapsed(),
-    )
+    return "end"
 
 
 def accumulate_gradients(training: Training, micro_batches: list, sums: LossSums) -> bool:
@@ -275,13 +383,16 @@ def optimizer_step(training: Training) -> None:
             )
 
 
-def step_schedule(training: Training, val_loss: float | None = None) -> None:
-    """Per-iteration schedules advance after every optimizer step (val_loss None); the plateau
-    schedule once an epoch, on the validation loss."""
-    per_iteration = is_stepped_per_iteration(training.scheduler)
-    if per_iteration and val_loss is None:
+def step_schedule(training: Training) -> None:
+    """Per-iteration schedules advance after every optimizer step."""
+    if is_stepped_per_iteration(training.scheduler):
         training.scheduler.step()
-    elif not per_iteration and val_loss is not None:
+
+
+def step_plateau(training: Training, val_loss: float | None) -> None:
+    """The plateau schedule advances after each validation, on its loss (val_mode resized: the
+    config refuses plateau with the full-resolution modes, which compute no loss)."""
+    if not is_stepped_per_iteration(training.scheduler) and val_loss is not None:
         training.scheduler.step(val_loss)
 
 
@@ -371,6 +482,9 @@ def validate(training: Training) -> tuple[dict, ValidationPictures] | None:
         # that rank 0 saves, on every shard.
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)
+    if training.config.train.val_mode != "resized":
+        until_stop = UntilStopAgreed(training, training.val_loader)
+        return validate_full_resolution(training, until_stop, lambda: until_stop.stopped)
     loss_sum = torch.zeros(2, device=training.device, dtype=torch.float64)
     panel: list = []
     keep = training.config.train.log_images
@@ -582,6 +696,15 @@ class LossSums:
         training.state.epoch_loss_sum += self.epoch_loss.item()
         training.state.epoch_samples += int(self.epoch_count.item())
 
+    def mean_since_validation(self, training: Training) -> float:
+        """A run of train.iters: the mean training loss over all processes since the last
+        validation; resets the state's sums (the position in the epoch stays)."""
+        state = training.state
+        batches = state.epoch_batches
+        mean = self.epoch_mean(training)
+        state.epoch_batches = batches
+        return mean
+
     def epoch_mean(self, training: Training) -> float:
         """The epoch's mean training loss over all processes; resets the state's sums."""
         state = training.state
@@ -624,9 +747,13 @@ def _groups(loader, size: int) -> Iterator[list]:
 
 def _epoch_progress(training: Training):
     state, config = training.state, training.config.train
+    if config.iters is not None:
+        description = f"epoch {state.epoch + 1}, step {state.step}/{config.iters}"
+    else:
+        description = f"epoch {state.epoch + 1}/{config.epochs}"
     return progress_bar(
         len(training.train_loader) + state.epoch_batches,
-        f"epoch {state.epoch + 1}/{config.epochs}",
+        description,
         enabled=training.context.is_main,
         initial=state.epoch_batches,
     )

@@ -126,9 +126,13 @@ class RunLogger:
         seconds: float,
         improved: bool,
     ) -> None:
-        """One epoch's record in metrics.jsonl, its scalars, image panel and charts in
-        TensorBoard, and its console line."""
-        state, key = training.state, training.config.train.key_metric
+        """One validation's record in metrics.jsonl, its scalars, image panel and charts in
+        TensorBoard, and its console line: after each epoch, or in a run of train.iters after
+        each validation, at its optimizer step (as the training scalars)."""
+        state, config = training.state, training.config.train
+        key = config.key_metric
+        by_iteration = config.iters is not None
+        step = state.step if by_iteration else state.epoch
         record = {
             "epoch": state.epoch,
             "step": state.step,
@@ -142,6 +146,8 @@ class RunLogger:
             "per_class": metrics["per_class"],
             "seconds": seconds,
         }
+        if "seconds" in metrics:  # a full-resolution validation: how long it took
+            record["val_seconds"] = metrics["seconds"]
         self.epoch_record(record)
         scalars = {
             "val/loss": metrics["loss"],
@@ -154,21 +160,27 @@ class RunLogger:
         for name, scores in metrics["per_class"].items():
             scalars[f"val_IoU/{name}"] = scores["iou"]
             scalars[f"val_Dice/{name}"] = scores["dice"]
-        self.scalars(scalars, state.epoch)
+        if "seconds" in metrics:
+            scalars["val/seconds"] = metrics["seconds"]
+        self.scalars(scalars, step)
         self.images(
-            "val/input_truth_prediction", panel_image(pictures.panel, training.scheme), state.epoch
+            "val/input_truth_prediction", panel_image(pictures.panel, training.scheme), step
         )
-        self.charts(training.scheme, metrics, pictures, state.epoch)
+        self.charts(training.scheme, metrics, pictures, step)
         self.flush()
         if self.enabled:
             best = f" (best {key}, saved best.pt)" if improved else ""
+            where = (
+                f"iteration {state.step}/{config.iters}"
+                if by_iteration
+                else f"epoch {state.epoch}/{config.epochs}"
+            )
+            val_loss = "" if metrics["loss"] is None else f"  val loss {metrics['loss']:.4f}"
             logger.info(
-                "epoch %d/%d  train loss %.4f  val loss %.4f  mIoU %.4f  mDice %.4f  "
-                "%.1f img/s  %.0fs%s",
-                state.epoch,
-                training.config.train.epochs,
+                "%s  train loss %.4f%s  mIoU %.4f  mDice %.4f  %.1f img/s  %.0fs%s",
+                where,
                 result.loss,
-                metrics["loss"],
+                val_loss,
                 metrics["mIoU"] or 0.0,
                 metrics["mDice"] or 0.0,
                 result.images_per_second,

@@ -21,6 +21,7 @@ from segmentation.data.loading import make_loader
 from segmentation.data.normalize import Normalizer
 from segmentation.engine.compile import compile_mode_for, compile_model
 from segmentation.engine.distributed import DistributedContext, any_process
+from segmentation.engine.full_resolution import full_resolution_loader
 from segmentation.engine.optim import build_optimizer, build_scheduler
 from segmentation.engine.resume import (
     check_compatible,
@@ -121,6 +122,18 @@ def build_data(config: Config, context: DistributedContext) -> DataPipeline:
     train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed, **shard)
     val_sampler = EpochSampler(len(val_set), shuffle=False, pad=False, seeded=False, **shard)
     loader_options = {"batch_size": batch_size, "workers": config.data.workers}
+    if config.train.val_mode == "resized":
+        val_loader = make_loader(
+            val_set,
+            sampler=val_sampler,
+            device=context.device,
+            batch_size=config.train.val_batch_size or batch_size,
+            workers=config.data.workers,
+        )
+    else:  # the frames as stored, predicted as evaluate.py does
+        val_loader = full_resolution_loader(
+            config, val_set.samples, label_reader(config.data), context
+        )
     return DataPipeline(
         train_set=train_set,
         train_sampler=train_sampler,
@@ -131,9 +144,7 @@ def build_data(config: Config, context: DistributedContext) -> DataPipeline:
             drop_last=True,
             **loader_options,
         ),
-        val_loader=make_loader(
-            val_set, sampler=val_sampler, device=context.device, **loader_options
-        ),
+        val_loader=val_loader,
     )
 
 
@@ -184,7 +195,8 @@ def build_optimization(
     """Optimizer, learning-rate schedule over the whole run, and the fp16 gradient scaler."""
     optimizer = build_optimizer(model, config.optim)
     steps_per_epoch = math.ceil(batches_per_epoch / config.train.accumulate)
-    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
+    total_iters = config.train.iters or steps_per_epoch * config.train.epochs
+    scheduler = build_scheduler(optimizer, config.optim, total_iters)
     scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
     return optimizer, scheduler, scaler
 
@@ -296,6 +308,10 @@ def build_training(
     # TensorBoard drops events past the starting step: those of a crashed run after its last
     # checkpoint, or of a failed start in this folder.
     purge_step = training.state.step if start.resume is not None else None
+    if purge_step is not None and config.train.iters is not None:
+        # A run of train.iters logs everything at optimizer steps: what it logged at the
+        # saved step (its training scalars) is the checkpoint's, kept.
+        purge_step += 1
     if run_directory.reused_failed_start:
         purge_step = 0
     training.run_logger = RunLogger(training.run_dir, context.is_main, purge_step=purge_step)

@@ -21,6 +21,18 @@ def worker_count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"a number or auto, got '{text}'") from None
 
 
+def height_width(text: str) -> tuple[int, int]:
+    """--window, --stride: HEIGHTxWIDTH, each side 1 or more."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"HEIGHTxWIDTH such as 512x1024, got '{text}'")
+    return size
+
+
 def add_prediction_arguments(
     parser: argparse.ArgumentParser, *, batch_size: int, workers: str = "2"
 ) -> None:
@@ -32,6 +44,19 @@ def add_prediction_arguments(
         "--sliding-window",
         action="store_true",
         help="predict at full resolution in windows of the training size",
+    )
+    parser.add_argument(
+        "--window",
+        type=height_width,
+        metavar="HxW",
+        help="with --sliding-window: the window size (default: the training size)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=height_width,
+        metavar="HxW",
+        help="with --sliding-window: the step between windows (default: 2/3 of the window's "
+        "sides, rounded down)",
     )
     parser.add_argument(
         "--drop-clusters",
@@ -67,7 +92,17 @@ def prediction_options(args: argparse.Namespace) -> PredictionOptions:
     workers = 0 if args.workers is None else args.workers  # None: auto
     if args.batch_size < 1 or workers < 0 or args.drop_clusters < 0:
         raise UserError("--batch-size must be 1 or more, --workers and --drop-clusters 0 or more")
+    window, stride = getattr(args, "window", None), getattr(args, "stride", None)
+    if (window or stride) and not args.sliding_window:
+        raise UserError("--window and --stride set the windows of --sliding-window: add it")
+    if window and stride and (stride[0] > window[0] or stride[1] > window[1]):
+        raise UserError(
+            f"--stride {stride[0]}x{stride[1]} is larger than --window {window[0]}x{window[1]}: "
+            "windows would leave gaps; use a stride of at most the window"
+        )
     return PredictionOptions(
+        window=window,
+        stride=stride,
         tta=args.tta,
         scales=tuple(parse_scales(args.scales)),
         merge=args.merge,

@@ -112,6 +112,9 @@ class TrainedModel:
             scales=options.scales,
             merge=options.merge,
             sliding_window=options.sliding_window,
+            window=options.window,
+            stride=options.stride,
+            whole_frame=options.whole_frame,
         )
         classes = probs.argmax(dim=1)
         if options.drop_clusters:
@@ -132,7 +135,7 @@ class TrainedModel:
     def _is_plain(self, options: PredictionOptions, images: torch.Tensor) -> bool:
         """One view at the model's own input size: predict_probabilities would resize
         nothing and merge nothing."""
-        one_view = options.tta == "none" and not options.sliding_window
+        one_view = options.tta == "none" and not (options.sliding_window or options.whole_frame)
         input_size = valid_size(*self.image_size, self.divisor)
         return one_view and not options.drop_clusters and tuple(images.shape[-2:]) == input_size
 

@@ -32,7 +32,10 @@ class PredictionOptions:
     tta: str = "none"  # none | hflip | multiscale
     scales: tuple[float, ...] = (0.75, 1.0, 1.25)  # for multiscale
     merge: str = "mean"  # how views merge: mean | gmean | tsharpen
-    sliding_window: bool = False  # full resolution in windows of the training size
+    sliding_window: bool = False  # full resolution in windows (of the training size)
+    window: tuple[int, int] | None = None  # sliding_window's window; None: the training size
+    stride: tuple[int, int] | None = None  # between windows; None: 2/3 of the window's sides
+    whole_frame: bool = False  # full resolution, each frame in one forward pass
     drop_clusters: int = 0  # regions smaller than N x N pixels take their next likeliest class
 
 
@@ -81,16 +84,22 @@ def predict_in_windows(
     window: tuple[int, int],
     hflip: bool = False,
     overlap: float = 1 / 3,
+    stride: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Probabilities of images larger than `window`, from overlapping windows averaged.
 
-    images (B, 3, H, W) with H, W >= the window's; returns (V, B, C, H, W) with V = 2 views
-    when hflip else (B, C, H, W).
+    images (B, 3, H, W); a window side longer than the image's is cut to it. Windows start
+    every `stride` (default: the window's sides times 1 - overlap, rounded down), the last
+    one flush with the far edge. Returns (V, B, C, H, W) with V = 2 views when hflip else
+    (B, C, H, W).
     """
     height, width = images.shape[-2:]
     win_h, win_w = min(window[0], height), min(window[1], width)
-    stride_h = max(1, int(win_h * (1 - overlap)))
-    stride_w = max(1, int(win_w * (1 - overlap)))
+    if stride is None:
+        stride_h = max(1, int(win_h * (1 - overlap)))
+        stride_w = max(1, int(win_w * (1 - overlap)))
+    else:
+        stride_h, stride_w = min(stride[0], win_h), min(stride[1], win_w)
     tops = list(range(0, height - win_h, stride_h)) + [height - win_h]
     lefts = list(range(0, width - win_w, stride_w)) + [width - win_w]
     total, counts = None, torch.zeros((1, 1, height, width), device=images.device)
@@ -153,13 +162,18 @@ def predict_probabilities(
     merge: str = "mean",
     sliding_window: bool = False,
     out_size: tuple[int, int] | None = None,
+    window: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    whole_frame: bool = False,
 ) -> torch.Tensor:
     """Class probabilities of normalized images (B, 3, H, W) at `out_size` (default H x W).
 
     base_size: the size the model was trained at. By default every view resizes the whole
         frame to base_size x scale. With `sliding_window`, views run at the frame's own size x
         scale in overlapping windows of base_size: for models trained on crops at full
-        resolution.
+        resolution. `window` (default base_size) and `stride` (default 2/3 of the window)
+        set the windows; a window given that is larger than the frame is refused.
+    whole_frame: views run at the frame's own size x scale, each in one pass.
     tta: "none"; "hflip" adds the mirrored view; "multiscale" runs each of `scales`, with and
         without the flip. Views are merged with `merge`.
     """
@@ -169,17 +183,46 @@ def predict_probabilities(
     view_scales = list(scales) if tta == "multiscale" else [1.0]
     hflip = tta in ("hflip", "multiscale")
     merger = ViewMerger(merge)
+    if sliding_window and window is not None:
+        check_window(window, tuple(images.shape[-2:]), divisor)
+    window = tuple(window or base_size)
+    if sliding_window and stride is not None and (stride[0] > window[0] or stride[1] > window[1]):
+        raise UserError(
+            f"the stride {stride[0]}x{stride[1]} is larger than the sliding window "
+            f"{window[0]}x{window[1]}: windows would leave gaps; use a stride of at most the window"
+        )
     for scale in view_scales:
-        reference = images.shape[-2:] if sliding_window else base_size
+        native = sliding_window or whole_frame
+        reference = images.shape[-2:] if native else base_size
         size = valid_size(reference[0] * scale, reference[1] * scale, divisor)
         scaled = resize(images, size)
-        if sliding_window and (size[0] > base_size[0] or size[1] > base_size[1]):
-            probs = predict_in_windows(model, scaled, head, base_size, hflip)
+        if sliding_window and (size[0] > window[0] or size[1] > window[1]):
+            probs = predict_in_windows(model, scaled, head, window, hflip, stride=stride)
         else:
             probs = _forward(model, scaled, head, hflip)
         for view in probs if hflip else [probs]:
             merger.add(resize(view, out_size))
     return merger.result()
+
+
+def check_window(window: tuple[int, int], frame: tuple[int, int], divisor: int = 1) -> None:
+    """Refuse a sliding window larger than the frame it slides over, or one whose sides the
+    model cannot take (not multiples of `divisor`)."""
+    if window[0] % divisor or window[1] % divisor:
+        low = (
+            max(divisor, window[0] // divisor * divisor),
+            max(divisor, window[1] // divisor * divisor),
+        )
+        raise UserError(
+            f"the sliding window {window[0]}x{window[1]} has sides that are not multiples of "
+            f"{divisor}, which the model needs: use e.g. {low[0]}x{low[1]} or "
+            f"{low[0] + divisor}x{low[1] + divisor}"
+        )
+    if window[0] > frame[0] or window[1] > frame[1]:
+        raise UserError(
+            f"the sliding window {window[0]}x{window[1]} is larger than the {frame[0]}x{frame[1]} "
+            "frame: use a window of at most the frame's size (--window, train.val_window)"
+        )
 
 
 def drop_small_clusters(
