@@ -308,7 +308,7 @@ def test_unknown_config_keys_are_named_with_the_valid_ones(
     config["train"]["epoch"] = 3
     assert run_train("--config", write_config(tmp_path, config)) == 2
     error = capsys.readouterr().err
-    assert "epoch" in error and "valid keys are epochs, batch_size" in error
+    assert "epoch" in error and "valid keys are epochs, iters" in error and "batch_size" in error
 
 
 def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
