@@ -13,7 +13,12 @@ from scipy import stats
 from segmentation.config import DataConfig, config_from_dict
 from segmentation.data.build import build_training_datasets, training_transform_for
 from segmentation.data.labels import IGNORE_INDEX, get_scheme
-from segmentation.data.scale_jitter import PhotometricDistortion, ScaleJitter, rescaled_size
+from segmentation.data.scale_jitter import (
+    NearestResize,
+    PhotometricDistortion,
+    ScaleJitter,
+    rescaled_size,
+)
 from segmentation.engine.setup import load_starting_point
 from segmentation.errors import UserError
 
@@ -93,6 +98,34 @@ def test_cached_frames_are_rescaled_relative_to_the_files_pixels():
 
 
 # --------------------------------------------------------------------------- crops
+
+
+def test_label_crops_are_those_of_opencvs_nearest_resize():
+    # Only the crop is computed (NearestResize): the pixels must be cv2.resize's.
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        height, width = (int(side) for side in rng.integers(5, 200, 2))
+        size = tuple(int(side) for side in rng.integers(3, 500, 2))
+        labels = rng.integers(0, 255, (height, width), dtype=np.uint8)
+        reference = cv2.resize(labels, size[::-1], interpolation=cv2.INTER_NEAREST)
+        top, left = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        bottom, right = top + int(rng.integers(1, 80)), left + int(rng.integers(1, 80))
+        crop = NearestResize(labels, size).crop(top, bottom, left, right)
+        assert np.array_equal(crop, reference[top:bottom, left:right])
+
+
+def test_a_crop_of_the_whole_rescaled_frame_is_opencvs_resize():
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    labels = rng.integers(0, 30, (40, 90), dtype=np.uint8)
+    # ratio 1.5 of base 60x120: target (90, 180); factor min(180 / 90, 90 / 40) = 2.0
+    jitter = ScaleJitter(crop_size=(80, 180), scale=(1.5, 1.5), base_size=(60, 120), hflip=0)
+    jitter.set_random_seed(0)
+    result = jitter(image=image, mask=labels)
+    assert np.array_equal(result["image"], cv2.resize(image, (180, 80)))
+    assert np.array_equal(
+        result["mask"], cv2.resize(labels, (180, 80), interpolation=cv2.INTER_NEAREST)
+    )
 
 
 def test_every_crop_has_crop_size_and_its_padding_is_ignore_and_black(cityscapes_root):

@@ -62,7 +62,7 @@ def crop_box(
 def passes_cat_max_ratio(target: np.ndarray, cat_max_ratio: float) -> bool:
     """Whether a crop's class indices (IGNORE_INDEX excluded) hold at least two classes and
     none covers cat_max_ratio or more of the labelled pixels (mmsegmentation's test)."""
-    counts = np.bincount(target.ravel(), minlength=256)[:IGNORE_INDEX]
+    counts = cv2.calcHist([target], [0], None, [256], [0, 256]).ravel()[:IGNORE_INDEX]
     present = counts[counts > 0]
     return len(present) > 1 and present.max() / present.sum() < cat_max_ratio
 
@@ -128,12 +128,20 @@ class PhotometricDistortion:
         if "contrast" in chosen and chosen["contrast_first"]:
             image = cv2.LUT(image, linear_table(chosen["contrast"], 0.0))
         if "saturation" in chosen or "hue" in chosen:
-            hue, saturation, value = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
-            if "saturation" in chosen:
-                saturation = cv2.LUT(saturation, linear_table(chosen["saturation"], 0.0))
-            if "hue" in chosen:
-                hue = cv2.LUT(hue, hue_table(int(chosen["hue"])))
-            image = cv2.cvtColor(cv2.merge([hue, saturation, value]), cv2.COLOR_HSV2RGB)
+            # One table per HSV channel, applied in one pass: (hue, saturation, value).
+            unchanged = linear_table(1.0, 0.0)
+            tables = np.stack(
+                [
+                    hue_table(int(chosen["hue"])) if "hue" in chosen else unchanged,
+                    linear_table(chosen["saturation"], 0.0)
+                    if "saturation" in chosen
+                    else unchanged,
+                    unchanged,
+                ],
+                axis=-1,
+            ).reshape(256, 1, 3)
+            hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), tables)
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         if "contrast" in chosen and not chosen["contrast_first"]:
             image = cv2.LUT(image, linear_table(chosen["contrast"], 0.0))
         return image
@@ -199,14 +207,12 @@ class ScaleJitter:
 
     def __call__(self, *, image: np.ndarray, mask: np.ndarray | None = None) -> dict:
         size = rescaled_size(image.shape[:2], self.base_size, self.draw_ratio(), self.frame_scale)
-        dsize = (size[1], size[0])
+        labels = None if mask is None else NearestResize(mask, size)
+        top, bottom, left, right = self.choose_crop(size, labels)
         if size != image.shape[:2]:
-            image = cv2.resize(image, dsize, interpolation=cv2.INTER_LINEAR)
-            if mask is not None:
-                mask = cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST)
-        top, bottom, left, right = self.choose_crop(size, mask)
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         image = image[top:bottom, left:right]
-        mask = None if mask is None else mask[top:bottom, left:right]
+        mask = None if labels is None else labels.crop(top, bottom, left, right)
         if self.rng.random() < self.hflip:
             image = cv2.flip(image, 1)
             mask = None if mask is None else cv2.flip(mask, 1)
@@ -218,20 +224,44 @@ class ScaleJitter:
         return result
 
     def choose_crop(
-        self, size: tuple[int, int], mask: np.ndarray | None
+        self, size: tuple[int, int], labels: NearestResize | None
     ) -> tuple[int, int, int, int]:
         """A crop box; with cat_max_ratio < 1, redrawn up to CROP_TRIES times while its labels
         fail the test, the last draw kept (mmsegmentation's RandomCrop)."""
         box = crop_box(size, self.crop_size, self.rng)
-        if self.cat_max_ratio >= 1.0 or mask is None:
+        if self.cat_max_ratio >= 1.0 or labels is None:
             return box
         for _ in range(CROP_TRIES):
-            top, bottom, left, right = box
-            target = self.encode(np.ascontiguousarray(mask[top:bottom, left:right]))
+            target = self.encode(labels.crop(*box))
             if passes_cat_max_ratio(target, self.cat_max_ratio):
                 break
             box = crop_box(size, self.crop_size, self.rng)
         return box
+
+
+class NearestResize:
+    """A label map resized to `size` with nearest neighbour, of which only the crops asked for
+    are computed: the pixels of cv2.resize(..., INTER_NEAREST), whose source of destination
+    pixel x is floor(x * source / destination) (tests/test_scale_jitter.py checks the match),
+    at the cost of the crop rather than of the whole rescaled frame (up to 4x the original's
+    pixels at ratio 2)."""
+
+    def __init__(self, labels: np.ndarray, size: tuple[int, int]) -> None:
+        self.labels = labels
+        self.rows = _nearest_sources(labels.shape[0], size[0])
+        self.columns = _nearest_sources(labels.shape[1], size[1])
+
+    def crop(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        """Rows top..bottom, columns left..right of the resized map (clipped to it)."""
+        # take(), not fancy indexing: a plain gather, several times faster here.
+        rows = self.labels.take(self.rows[top:bottom], axis=0)
+        return rows.take(self.columns[left:right], axis=1)
+
+
+def _nearest_sources(source: int, destination: int) -> np.ndarray:
+    # OpenCV's resizeNN: the scale as a double, the source index floored and clipped.
+    step = 1.0 / (destination / source)
+    return np.minimum(np.floor(np.arange(destination) * step).astype(np.intp), source - 1)
 
 
 def pad_to(
