@@ -271,6 +271,10 @@ def test_brightness_and_contrast_match_hand_computed_values():
     # 101 x 0.5 = 50.5 -> 50; 200 x 1.5 -> 255.
     assert (apply(constant + 1, {"contrast": 0.5, "contrast_first": True}) == 50).all()
     assert (apply(constant + 100, {"contrast": 1.5, "contrast_first": False}) == 255).all()
+    # Each operation truncates: 100 + 0.9 -> 100, x 1.5 -> 150 (not 100.9 x 1.5 = 151).
+    both = {"brightness": 0.9, "contrast": 1.5}
+    assert (apply(constant, {**both, "contrast_first": True}) == 150).all()
+    assert (apply(constant, {**both, "contrast_first": False}) == 150).all()
 
 
 def test_contrast_goes_before_or_after_the_saturation_and_hue():

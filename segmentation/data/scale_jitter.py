@@ -122,29 +122,31 @@ class PhotometricDistortion:
 
     @staticmethod
     def apply(image: np.ndarray, chosen: dict[str, float]) -> np.ndarray:
-        """`image` with the operations of `draw` applied in mmsegmentation's order."""
+        """`image` with the operations of `draw` applied in mmsegmentation's order.
+
+        Operations on the RGB values that follow each other are one table: looking up
+        table2[table1] is exactly applying table1, then table2, truncation included."""
+        identity = linear_table(1.0, 0.0)
+        rgb = identity
         if "brightness" in chosen:
-            image = cv2.LUT(image, linear_table(1.0, chosen["brightness"]))
+            rgb = linear_table(1.0, chosen["brightness"])
         if "contrast" in chosen and chosen["contrast_first"]:
-            image = cv2.LUT(image, linear_table(chosen["contrast"], 0.0))
+            rgb = linear_table(chosen["contrast"], 0.0)[rgb]
         if "saturation" in chosen or "hue" in chosen:
+            if rgb is not identity:
+                image = cv2.LUT(image, rgb)
+            rgb = identity
             # One table per HSV channel, applied in one pass: (hue, saturation, value).
-            unchanged = linear_table(1.0, 0.0)
-            tables = np.stack(
-                [
-                    hue_table(int(chosen["hue"])) if "hue" in chosen else unchanged,
-                    linear_table(chosen["saturation"], 0.0)
-                    if "saturation" in chosen
-                    else unchanged,
-                    unchanged,
-                ],
-                axis=-1,
-            ).reshape(256, 1, 3)
+            hue = hue_table(int(chosen["hue"])) if "hue" in chosen else identity
+            saturation = (
+                linear_table(chosen["saturation"], 0.0) if "saturation" in chosen else identity
+            )
+            tables = np.stack([hue, saturation, identity], axis=-1).reshape(256, 1, 3)
             hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), tables)
             image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         if "contrast" in chosen and not chosen["contrast_first"]:
-            image = cv2.LUT(image, linear_table(chosen["contrast"], 0.0))
-        return image
+            rgb = linear_table(chosen["contrast"], 0.0)[rgb]
+        return image if rgb is identity else cv2.LUT(image, rgb)
 
 
 def linear_table(alpha: float, beta: float) -> np.ndarray:
