@@ -469,6 +469,10 @@ class DataConfig(_Section):
 _DEFAULT_DATASET = "cityscapes"
 
 
+def _belong(keys: list[str]) -> str:
+    return "belongs" if len(keys) == 1 else "belong"
+
+
 def _mixed_styles(data: DataConfig) -> str | None:
     """Why `data` mixes the original recipe with the scale-jitter style, or None."""
     augment, defaults = data.augment, AugmentConfig()
@@ -480,8 +484,8 @@ def _mixed_styles(data: DataConfig) -> str | None:
         ]
         if original:
             return (
-                f"{', '.join(original)} belong(s) to the original recipe, which data.augment.scale "
-                "replaces: remove them, or set data.augment.scale to null"
+                f"{', '.join(original)} {_belong(original)} to the original recipe, which "
+                "data.augment.scale replaces: remove them, or set data.augment.scale to null"
             )
         if data.crop_size is None:
             return (
@@ -497,7 +501,7 @@ def _mixed_styles(data: DataConfig) -> str | None:
     ]
     if jitter:
         return (
-            f"{', '.join(jitter)} belong(s) to the scale-jitter style, which needs "
+            f"{', '.join(jitter)} {_belong(jitter)} to the scale-jitter style, which needs "
             "data.augment.scale (e.g. [0.5, 2.0]): set it, or remove them for the original recipe"
         )
     return None

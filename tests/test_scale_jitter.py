@@ -339,16 +339,16 @@ def test_each_photometric_operation_fires_half_the_time():
     [
         (
             {"crop_size": [64, 128], "augment": {"scale": [0.5, 2.0], "crop_scale": [0.5, 1.0]}},
-            "data.augment.crop_scale=(0.5, 1.0) belong(s) to the original recipe",
+            "data.augment.crop_scale=(0.5, 1.0) belongs to the original recipe",
         ),
         (
             {"crop_size": [64, 128], "augment": {"scale": [0.5, 2.0], "weather": True}},
-            "data.augment.weather=True belong(s) to the original recipe",
+            "data.augment.weather=True belongs to the original recipe",
         ),
         ({"augment": {"scale": [0.5, 2.0]}}, "data.augment.scale (the scale-jitter style) needs"),
-        ({"crop_size": [64, 128]}, "data.crop_size belong(s) to the scale-jitter style"),
-        ({"augment": {"cat_max_ratio": 0.75}}, "data.augment.cat_max_ratio belong(s) to"),
-        ({"augment": {"photometric": True}}, "data.augment.photometric belong(s) to"),
+        ({"crop_size": [64, 128]}, "data.crop_size belongs to the scale-jitter style"),
+        ({"augment": {"cat_max_ratio": 0.75}}, "data.augment.cat_max_ratio belongs to"),
+        ({"augment": {"photometric": True}}, "data.augment.photometric belongs to"),
         ({"augment": {"scale": [2.0, 0.5]}}, "data.augment.scale=[2.0, 0.5] is not valid"),
         ({"augment": {"scale": [0, 2.0]}}, "data.augment.scale=[0, 2.0] is not valid"),
         ({"augment": {"scale": [-1, 2.0]}}, "0 < min <= max"),
@@ -377,6 +377,7 @@ def test_a_crop_size_off_the_models_stride_is_refused_with_the_nearest_sizes():
     )
     with pytest.raises(UserError) as error:
         load_starting_point(config, None, None)
-    assert "data.crop_size 100x200 is not a multiple of 32 for fpn: use 96x192 or 128x224" in (
-        str(error.value)
+    assert str(error.value) == (
+        "data.crop_size 100x200 is not a multiple of 32 for fpn: use 96x192 or 128x224 "
+        "(set data.crop_size to one of them)"
     )

@@ -28,10 +28,11 @@ def check_input_size(
     # Pair the sizes below with each other and the sizes above with each other: the two
     # closest choices that round both sides the same way.
     choices = {f"{heights[0]}x{widths[0]}", f"{heights[-1]}x{widths[-1]}"}
+    hint = "resize, crop or pad the images" if name == "input" else f"set {name} to one of them"
     suggestion = " or ".join(sorted(choices, key=lambda s: [int(n) for n in s.split("x")]))
     raise UserError(
         f"{name} {height}x{width} is not a multiple of {multiple} for {arch}: "
-        f"use {suggestion} (resize, crop or pad the images)"
+        f"use {suggestion} ({hint})"
     )
 
 
