@@ -5,6 +5,7 @@ distortion's ranges and identities, and the refusals."""
 
 from __future__ import annotations
 
+import copy
 import cv2
 import numpy as np
 import pytest
@@ -165,6 +166,23 @@ def test_crops_from_the_cache_match_the_files(cityscapes_root, tmp_path):
 
 def torch_equal(a, b) -> bool:
     return a.shape == b.shape and bool((a == b).all())
+
+
+def test_a_seed_fixes_the_sample_and_unseeded_copies_differ():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    labels = rng.integers(0, 30, (64, 128), dtype=np.uint8)
+    jitter = ScaleJitter(crop_size=(32, 64), scale=(0.5, 2.0), photometric=True)
+    results = []
+    for _ in range(2):
+        jitter.set_random_seed(11)
+        results.append(jitter(image=image, mask=labels))
+    assert all(np.array_equal(results[0][key], results[1][key]) for key in ("image", "mask"))
+    # Forked DataLoader workers hold copies of one transform: without seeds they must not
+    # repeat each other's draws.
+    twin = copy.deepcopy(jitter)
+    first, second = jitter(image=image, mask=labels), twin(image=image, mask=labels)
+    assert not np.array_equal(first["image"], second["image"])
 
 
 # --------------------------------------------------------------------------- cat_max_ratio

@@ -196,18 +196,24 @@ class ScaleJitter:
         self.encode = encode
         self.frame_scale = frame_scale
         self.rng = np.random.default_rng()
+        self.seeded: np.random.Generator | None = None
 
     @property
     def pad_size(self) -> tuple[int, int]:
         return self.crop_size
 
     def set_random_seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        """Make the next call a pure function of `seed` (the sampler's per-sample seed)."""
+        self.seeded = np.random.default_rng(seed)
 
     def draw_ratio(self) -> float:
         return float(self.rng.uniform(*self.scale))
 
     def __call__(self, *, image: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        # Unseeded, fresh entropy: DataLoader workers forked with one generator's state would
+        # otherwise draw the same augmentations.
+        self.rng = self.seeded if self.seeded is not None else np.random.default_rng()
+        self.seeded = None
         size = rescaled_size(image.shape[:2], self.base_size, self.draw_ratio(), self.frame_scale)
         labels = None if mask is None else NearestResize(mask, size)
         top, bottom, left, right = self.choose_crop(size, labels)
