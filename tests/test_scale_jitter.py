@@ -6,6 +6,7 @@ distortion's ranges and identities, and the refusals."""
 from __future__ import annotations
 
 import copy
+
 import cv2
 import numpy as np
 import pytest
