@@ -83,6 +83,8 @@ def test_scale_ratios_are_uniform_over_the_range_and_relative_to_base_size():
         ((375, 1242), (1024, 2048), 1.0, (618, 2048)),
         # target (int(1024 x 0.3), int(2048 x 0.3)) = (307, 614): factor 0.29980
         ((1024, 2048), (1024, 2048), 0.3, (307, 614)),
+        # target (0, 1): nothing left, the frame keeps a pixel
+        ((64, 128), (64, 128), 0.01, (1, 1)),
     ],
 )
 def test_rescaled_size_keeps_the_aspect_and_fits_the_target(frame, base, ratio, expected):

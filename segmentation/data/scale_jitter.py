@@ -46,7 +46,8 @@ def rescaled_size(
     base_height, base_width = (height, width) if base_size is None else base_size
     target = (int(base_height * ratio), int(base_width * ratio))
     factor = min(max(target) / max(height, width), min(target) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    # At least a pixel: a tiny ratio of a small base would otherwise leave nothing to resize to.
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def crop_box(
