@@ -19,9 +19,11 @@ both in train.py's DataLoader with --cache-workers workers (default: this machin
 epoch by epoch in turns: the samples/s a GPU box's host feeds with all its cores.
 
     python bench/bench_data.py [--quick] [--images 10] [--data-root DIR] [--profile]
-        [--cache-workers N] [--json out.json]
+        [--cache-workers N] [--recipe original|scale-jitter] [--json out.json]
 
 Without --data-root a synthetic Cityscapes tree is generated into a temporary folder.
+--recipe scale-jitter measures the field's protocol (data.augment.scale) instead of the
+original recipe.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, help="images used (default 10; --quick 5)")
     parser.add_argument("--source-size", default="1024x2048", help="HxW of generated frames")
     parser.add_argument("--size", default="512x1024", help="HxW of the training samples")
+    parser.add_argument(
+        "--recipe",
+        choices=["original", "scale-jitter"],
+        default="original",
+        help="training augmentation: the original recipe (crop resized to --size) or the "
+        "scale-jitter style (ratios 0.5-2.0 of --source-size, --size crops, cat_max_ratio 0.75, "
+        "photometric)",
+    )
     parser.add_argument("--rounds", type=int, help="timed passes (default 3; --quick 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch", type=int, default=2, help="DataLoader batch size")
@@ -106,6 +116,14 @@ def make_dataset(args: argparse.Namespace, root: Path) -> SegmentationDataset:
     """The training dataset of a Cityscapes tree at `root`, first `args.images` images."""
     height, width = parse_size(args.size, 32)
     config = DataConfig(root=str(root), image_size=(height, width))
+    if args.recipe == "scale-jitter":
+        config = DataConfig(
+            root=str(root),
+            image_size=(height, width),
+            base_size=parse_size(args.source_size),
+            crop_size=(height, width),
+            augment={"scale": [0.5, 2.0], "cat_max_ratio": 0.75, "photometric": True},
+        )
     train, _ = build_training_datasets(config)
     if len(train) < args.images:
         print(f"note: {root} has {len(train)} training images, fewer than --images {args.images}")
@@ -345,7 +363,8 @@ def stage_breakdown(dataset: SegmentationDataset) -> list[tuple[str, float]]:
             lambda i=image, m=stored: dataset.transform(image=i, mask=m),
         )
         data = {"image": image, "mask": stored}
-        for transform in dataset.transform.transforms:
+        # The original recipe's albumentations steps (the scale-jitter transform is one step).
+        for transform in getattr(dataset.transform, "transforms", []):
             name = f"  of which {type(transform).__name__}"
             data = clock(name, lambda t=transform, d=data: t(**d))
         clock("scheme.count_unknown", lambda m=out["mask"]: dataset.scheme.count_unknown(m))

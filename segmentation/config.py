@@ -135,6 +135,12 @@ def _scale_range(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
+def _jitter_range(value: tuple[float, float] | None) -> tuple[float, float] | None:
+    if value is not None and not 0 < value[0] <= value[1]:
+        raise _reason("it should be [min, max] with 0 < min <= max, e.g. [0.5, 2.0]")
+    return value
+
+
 def _device(value: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         raise _reason("it should be auto, cpu, cuda or cuda:N")
@@ -264,18 +270,50 @@ def _loss_options() -> str:
 
 
 class AugmentConfig(_Section):
-    """Random changes to the training images (validation images are only resized)."""
+    """Random changes to the training images (validation images are only resized).
+
+    Two styles, never mixed: the original project's recipe (crop_scale, color, weather: a crop
+    of most of the frame resized to data.image_size), the default; and the field's scale jitter
+    at native resolution (scale, cat_max_ratio, photometric, with data.base_size and
+    data.crop_size), chosen by setting scale. hflip serves both."""
 
     crop_scale: Annotated[tuple[Float, Float], AfterValidator(_scale_range)] = Field(
         (0.81, 1.0),
-        description="area of the random crop, before resizing, as a share of the image",
+        description="original recipe: area of the random crop, before resizing to "
+        "data.image_size, as a share of the image",
         json_schema_extra=allowed("[min, max] with 0 < min <= max <= 1"),
     )
     hflip: Probability = Field(0.5, description="probability of a horizontal flip")
     color: Probability = Field(
-        0.5, description="probability of one brightness/contrast or gamma change"
+        0.5, description="original recipe: probability of one brightness/contrast or gamma change"
     )
-    weather: bool = Field(False, description="add fog, rain, snow, sun flare or shadow")
+    weather: bool = Field(
+        False, description="original recipe: add fog, rain, snow, sun flare or shadow"
+    )
+    # The scale-jitter style (mmsegmentation's Cityscapes protocol): set scale to use it.
+    scale: Annotated[tuple[Float, Float] | None, AfterValidator(_jitter_range)] = Field(
+        None,
+        description="scale-jitter style: the frame is rescaled by a ratio drawn uniformly from "
+        "[min, max] of data.base_size (aspect kept), then a data.crop_size crop is cut, padded "
+        "with 0 / ignore where the frame is smaller; null: the original recipe (crop_scale, "
+        "color, weather)",
+        json_schema_extra=allowed("null, or [min, max] with 0 < min <= max, e.g. [0.5, 2.0]"),
+    )
+    cat_max_ratio: Annotated[Float, Field(gt=0, le=1)] = Field(
+        1.0,
+        description="scale-jitter style: a crop where one class covers more than this share of "
+        "the labelled pixels is drawn again (up to 10 times); 1.0: off",
+    )
+    photometric: bool = Field(
+        False,
+        description="scale-jitter style: mmsegmentation's PhotoMetricDistortion (brightness "
+        "+-32, contrast and saturation 0.5-1.5, hue +-18, each with p=0.5)",
+    )
+
+    @property
+    def scale_jitter(self) -> bool:
+        """Whether the scale-jitter style is chosen (augment.scale given)."""
+        return self.scale is not None
 
 
 class ClassEntry(_Section):
@@ -350,8 +388,22 @@ class DataConfig(_Section):
     )
     image_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] = Field(
         (256, 512),
-        description="size (height, width) of the training crops after resizing (--image-size)",
+        description="size (height, width) that validation and inference resize frames to, and, "
+        "in the original recipe, the size of the training crops (--image-size)",
         json_schema_extra=allowed("HEIGHTxWIDTH (e.g. 256x512) or [height, width], each >= 1"),
+    )
+    base_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] | None = Field(
+        None,
+        description="scale-jitter style: the frame size (height, width) that augment.scale's "
+        "ratios are relative to, in the files' pixels (Cityscapes: 1024x2048); each frame is "
+        "rescaled, aspect kept, to fit within base_size x ratio; null: each frame's own size",
+        json_schema_extra=allowed("null, HEIGHTxWIDTH or [height, width], each >= 1"),
+    )
+    crop_size: Annotated[tuple[Positive, Positive], BeforeValidator(_height_width)] | None = Field(
+        None,
+        description="scale-jitter style: size (height, width) of the training crops cut from "
+        "the rescaled frame, the training input (e.g. 512x1024); needs augment.scale",
+        json_schema_extra=allowed("null, HEIGHTxWIDTH or [height, width], each >= 1"),
     )
     skip_missing_labels: bool = Field(
         False, description="leave out images without a mask (with a warning) instead of refusing"
@@ -366,7 +418,8 @@ class DataConfig(_Section):
     cache_scale: Annotated[Float, Field(gt=0, le=1)] = Field(
         1.0,
         description="data.cache: frames stored at this fraction of their side (1.0: full "
-        "frame); augmentations cut from the stored frame",
+        "frame); augmentations cut from the stored frame (scale-jitter ratios stay relative "
+        "to the files' pixels)",
     )
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig, description="random changes to the training images"
@@ -394,8 +447,67 @@ class DataConfig(_Section):
             self.labels = list(_kinds()[self.dataset].default_labels)
         return self
 
+    @model_validator(mode="after")
+    def _one_augmentation_style(self) -> DataConfig:
+        problem = _mixed_styles(self)
+        if problem:
+            raise config_line(problem)
+        return self
+
+    @property
+    def train_input_size(self) -> tuple[int, int]:
+        """(height, width) of the training samples: data.crop_size in the scale-jitter style,
+        data.image_size in the original recipe."""
+        return self.crop_size if self.augment.scale_jitter else self.image_size
+
+    def input_sizes(self) -> dict[str, tuple[int, int]]:
+        """The sizes the model sees, by the key that sets them: the training crops and the
+        resized validation frames (the same key in the original recipe)."""
+        sizes = {"data.image_size": tuple(self.image_size)}
+        if self.augment.scale_jitter:
+            sizes["data.crop_size"] = tuple(self.crop_size)
+        return sizes
+
 
 _DEFAULT_DATASET = "cityscapes"
+
+
+def _belong(keys: list[str]) -> str:
+    return "belongs" if len(keys) == 1 else "belong"
+
+
+def _mixed_styles(data: DataConfig) -> str | None:
+    """Why `data` mixes the original recipe with the scale-jitter style, or None."""
+    augment, defaults = data.augment, AugmentConfig()
+    if augment.scale_jitter:
+        original = [
+            f"data.augment.{key}={getattr(augment, key)!r}"
+            for key in ("crop_scale", "color", "weather")
+            if getattr(augment, key) != getattr(defaults, key)
+        ]
+        if original:
+            return (
+                f"{', '.join(original)} {_belong(original)} to the original recipe, which "
+                "data.augment.scale replaces: remove them, or set data.augment.scale to null"
+            )
+        if data.crop_size is None:
+            return (
+                "data.augment.scale (the scale-jitter style) needs data.crop_size, the size of "
+                "the training crops: set it, e.g. data.crop_size=512x1024"
+            )
+        return None
+    jitter = [f"data.{key}" for key in ("base_size", "crop_size") if getattr(data, key) is not None]
+    jitter += [
+        f"data.augment.{key}"
+        for key in ("cat_max_ratio", "photometric")
+        if getattr(augment, key) != getattr(defaults, key)
+    ]
+    if jitter:
+        return (
+            f"{', '.join(jitter)} {_belong(jitter)} to the scale-jitter style, which needs "
+            "data.augment.scale (e.g. [0.5, 2.0]): set it, or remove them for the original recipe"
+        )
+    return None
 
 
 def _kinds() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 
 from segmentation.config import DataConfig
@@ -13,6 +14,7 @@ from segmentation.data.dataset import Sample, SegmentationDataset
 from segmentation.data.headers import check_headers
 from segmentation.data.kinds.catalog import kind_named, kind_of
 from segmentation.data.labels import LabelScheme
+from segmentation.data.scale_jitter import ScaleJitter
 from segmentation.data.transforms import evaluation_transform, training_transform
 
 
@@ -50,7 +52,8 @@ def label_reader_identity(config: DataConfig) -> dict:
 def build_training_datasets(
     config: DataConfig, *, rebuild_cache: bool = False
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, val) datasets at the configured training size; val is resized, not augmented.
+    """(train, val) datasets: train augmented in the config's style (training_transform_for),
+    val resized to data.image_size, not augmented.
     Every file's header is checked first: a broken one found after an epoch costs the epoch.
     Their images are uint8: the engine normalizes them on the device (data/normalize.py).
 
@@ -71,9 +74,40 @@ def build_training_datasets(
             label_reader=label_reader_identity(config),
             rebuild=rebuild_cache,
         )
+    # Cached frames come at data.cache_scale of their side: the scale-jitter ratios are
+    # relative to the files' pixels whichever reader serves them.
+    frame_scale = config.cache_scale if config.cache is not None else 1.0
+    train_transform = training_transform_for(config, scheme, frame_scale)
+    train = SegmentationDataset(
+        train_samples, scheme, train_transform, read_label, reader=cached["train"]
+    )
     height, width = config.image_size
+    val_transform = evaluation_transform(height, width)
+    val = SegmentationDataset(val_samples, scheme, val_transform, read_label, reader=cached["val"])
+    return train, val
+
+
+def training_transform_for(
+    config: DataConfig, scheme: LabelScheme, frame_scale: float = 1.0
+) -> A.Compose | ScaleJitter:
+    """The training augmentation of the config's style: scale jitter at native resolution when
+    data.augment.scale is set, else the original recipe at data.image_size.
+
+    frame_scale: the fraction of the files' side that the frames are read at (a cache's)."""
     augment = config.augment
-    train_transform = training_transform(
+    if augment.scale_jitter:
+        return ScaleJitter(
+            crop_size=config.crop_size,
+            scale=augment.scale,
+            base_size=config.base_size,
+            cat_max_ratio=augment.cat_max_ratio,
+            hflip=augment.hflip,
+            photometric=augment.photometric,
+            encode=scheme.encode,
+            frame_scale=frame_scale,
+        )
+    height, width = config.image_size
+    return training_transform(
         height,
         width,
         crop_scale=augment.crop_scale,
@@ -81,9 +115,3 @@ def build_training_datasets(
         color=augment.color,
         weather=augment.weather,
     )
-    train = SegmentationDataset(
-        train_samples, scheme, train_transform, read_label, reader=cached["train"]
-    )
-    val_transform = evaluation_transform(height, width)
-    val = SegmentationDataset(val_samples, scheme, val_transform, read_label, reader=cached["val"])
-    return train, val

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from segmentation.data.headers import image_orientation, size_mismatch
 from segmentation.data.io import read_rgb
 from segmentation.data.labels import LabelScheme
+from segmentation.data.scale_jitter import ScaleJitter, pad_to
 from segmentation.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ class SegmentationDataset(Dataset):
 
     read_label: reads a label file into stored values (Cityscapes label ids, KITTI colour
         codes), which `scheme` maps to class indices or IGNORE_INDEX (see labels.py).
-    transform: an albumentations pipeline applied as `transform(image=..., mask=...)`; it
-        must leave (H, W, 3) uint8 images (no Normalize).
+    transform: an albumentations pipeline, or a callable alike (scale_jitter.ScaleJitter),
+        applied as `transform(image=..., mask=...)`; it must leave (H, W, 3) uint8 images (no
+        Normalize). One with a `pad_size` has its results padded to that size.
     Unlabeled samples (label_path None) give no "target".
     reader: where the decoded frames come from; None: the files, read with read_label.
 
@@ -83,7 +85,7 @@ class SegmentationDataset(Dataset):
         self,
         samples: list[Sample],
         scheme: LabelScheme,
-        transform: A.Compose,
+        transform: A.Compose | ScaleJitter,
         read_label: Callable[[Path], np.ndarray],
         reader: SampleReader | None = None,
     ) -> None:
@@ -102,9 +104,15 @@ class SegmentationDataset(Dataset):
             self.transform.set_random_seed(seed)
         sample = self.samples[index]
         image, stored = self.reader.read(index, sample)
+        # A transform whose crops may be smaller than its output (scale jitter) names the size:
+        # padded here, after encoding, with IGNORE_INDEX, which every scheme ignores.
+        pad_size = getattr(self.transform, "pad_size", None)
         if stored is None:
             transformed = self.transform(image=image)
-            return {"image": _to_hwc_tensor(transformed["image"]), "index": index}
+            image = transformed["image"]
+            if pad_size is not None:
+                image, _ = pad_to(image, None, pad_size)
+            return {"image": _to_hwc_tensor(image), "index": index}
         transformed = self.transform(image=image, mask=stored)
         # Nearest-neighbour geometry commutes with the lookup table, so mapping the smaller,
         # transformed label costs less than mapping the full-size file.
@@ -118,8 +126,11 @@ class SegmentationDataset(Dataset):
                 self.scheme.name,
             )
         target = self.scheme.encode(np.ascontiguousarray(stored))
+        image = transformed["image"]
+        if pad_size is not None:
+            image, target = pad_to(image, target, pad_size)
         return {
-            "image": _to_hwc_tensor(transformed["image"]),
+            "image": _to_hwc_tensor(image),
             "target": torch.from_numpy(target),
             "index": index,
         }

@@ -70,9 +70,9 @@ def load_starting_point(
     if init_from is not None:
         start.init_from = load_checkpoint(init_from, needs=USE_ENTRIES)
         check_compatible(start.init_from, config, init_from)
-    height, width = config.data.image_size
     arch = config.model.arch
-    check_input_size(height, width, required_input_multiple(arch), arch)
+    for key, (height, width) in config.data.input_sizes().items():
+        check_input_size(height, width, required_input_multiple(arch), arch, name=key)
     return start
 
 

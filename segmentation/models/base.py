@@ -16,8 +16,11 @@ def nearest_multiples(size: int, multiple: int) -> list[int]:
     return [below, above] if below > 0 else [above]
 
 
-def check_input_size(height: int, width: int, multiple: int, arch: str) -> None:
-    """Raise UserError unless height and width are multiples of `multiple`, naming valid sizes."""
+def check_input_size(
+    height: int, width: int, multiple: int, arch: str, name: str = "input"
+) -> None:
+    """Raise UserError unless height and width are multiples of `multiple`, naming valid sizes;
+    `name` says what the size is (a config key)."""
     if height % multiple == 0 and width % multiple == 0:
         return
     heights = nearest_multiples(height, multiple)
@@ -25,10 +28,11 @@ def check_input_size(height: int, width: int, multiple: int, arch: str) -> None:
     # Pair the sizes below with each other and the sizes above with each other: the two
     # closest choices that round both sides the same way.
     choices = {f"{heights[0]}x{widths[0]}", f"{heights[-1]}x{widths[-1]}"}
+    hint = "resize, crop or pad the images" if name == "input" else f"set {name} to one of them"
     suggestion = " or ".join(sorted(choices, key=lambda s: [int(n) for n in s.split("x")]))
     raise UserError(
-        f"input {height}x{width} is not a multiple of {multiple} for {arch}: "
-        f"use {suggestion} (resize, crop or pad the images)"
+        f"{name} {height}x{width} is not a multiple of {multiple} for {arch}: "
+        f"use {suggestion} ({hint})"
     )
 
 
