@@ -130,3 +130,21 @@ def test_windows_cover_the_frame_at_the_stride_and_average_their_overlaps():
     framed = predict_probabilities(columns, images, "softmax", base_size=(32, 64), divisor=32,
                                    sliding_window=True, window=(64, 128))  # fmt: skip
     torch.testing.assert_close(framed, whole)  # a window of the frame: one pass
+
+
+def test_windows_default_to_the_training_crops_in_the_scale_jitter_style(tmp_path):
+    # Scale jitter trains on data.crop_size at native resolution: a window of it is what the
+    # model saw; data.image_size is the size resized validation uses.
+    from segmentation.engine.full_resolution import validation_window
+    from segmentation.inference.model import TrainedModel
+
+    data = {"root": str(tmp_path), "image_size": [64, 128], "base_size": [64, 128],
+            "crop_size": [32, 64], "augment": {"scale": [0.5, 2.0]}}  # fmt: skip
+    sections = {"data": data, "train": {"val_mode": "slide"}, "optim": {"scheduler": "poly"}}
+    config = config_from_dict(sections)
+    assert validation_window(config) == (32, 64)
+    original = config_from_dict({"data": {"root": str(tmp_path), "image_size": [64, 128]}})
+    assert validation_window(original) == (64, 128)
+    trained = object.__new__(TrainedModel)  # only its config matters here
+    trained.config = config
+    assert (trained.training_size, trained.image_size) == ((32, 64), (64, 128))

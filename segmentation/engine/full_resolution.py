@@ -25,8 +25,8 @@ from segmentation.models import encoder_normalization, required_input_multiple
 
 
 def validation_window(config: Config) -> tuple[int, int]:
-    """train.val_window, or the training size."""
-    return tuple(config.train.val_window or config.data.image_size)
+    """train.val_window, or the training size (data.crop_size in the scale-jitter style)."""
+    return tuple(config.train.val_window or config.data.train_input_size)
 
 
 def prediction_options(config: Config) -> PredictionOptions:

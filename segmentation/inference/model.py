@@ -50,7 +50,13 @@ class TrainedModel:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """The size frames are resized to (data.image_size)."""
         return tuple(self.config.data.image_size)
+
+    @property
+    def training_size(self) -> tuple[int, int]:
+        """The size of the training samples: a sliding window's default."""
+        return tuple(self.config.data.train_input_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device -> normalized float32 on the model's device."""
@@ -106,7 +112,8 @@ class TrainedModel:
             self.forward,
             normalized,
             self.head,
-            base_size=self.image_size,
+            # Sliding windows default to the training crops; resized views to image_size.
+            base_size=self.training_size if options.sliding_window else self.image_size,
             divisor=self.divisor,
             tta=options.tta,
             scales=options.scales,
