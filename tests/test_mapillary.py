@@ -178,6 +178,21 @@ def test_its_options_are_its_own(vistas_root):
         kind_named("mapillary").scheme_named("classes")
 
 
+def test_a_run_carries_the_labels_and_checks_them_against_the_dataset(vistas_root, tmp_path):
+    kind = kind_named("mapillary")
+    root = shutil.copytree(vistas_root, tmp_path / "tree")
+    carried = kind.resolved(data_config(root, "v1.2", "classes"))
+    assert [entry.readable for entry in carried.label_list][:3] == ["Bird", "Ground Animal", "Curb"]
+    assert len(kind.find_samples(carried, "train")) == TRAIN
+    path = root / "config_v1.2.json"
+    config = json.loads(path.read_text())
+    config["labels"][13]["evaluate"] = False  # Road no longer scored: other classes
+    path.write_text(json.dumps(config))
+    with pytest.raises(UserError, match="config_v1.2.json is not the class list this model"):
+        kind.find_samples(carried, "train")
+    assert scheme_for(carried).num_classes == 65  # the carried list, not the file's
+
+
 def test_bad_layouts_are_refused_in_one_line(vistas_root, tmp_path):
     with pytest.raises(UserError, match="no folder .*training/images") as error:
         find_mapillary(tmp_path, "train", "v1.2")
@@ -267,3 +282,8 @@ def test_a_tiny_run_trains_evaluates_and_exports_palette_pngs(vistas_root, tmp_p
             ious.append(np.sum((pred == c) & (gt == c) & valid) / union)
     assert results["mIoU"] == pytest.approx(float(np.mean(ious)), abs=1e-4)
     assert evaluate.main([*argv, "--split", "test"]) == 2
+    # The run's config carries the class list: the scheme needs no dataset root any more.
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert [entry["name"] for entry in saved["label_list"]] == [x["name"] for x in labels]
+    elsewhere = config_from_dict({"data": {**saved, "root": str(tmp_path / "gone")}}).data
+    assert scheme_for(elsewhere).class_names == scheme.class_names

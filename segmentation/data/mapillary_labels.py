@@ -171,13 +171,21 @@ def cityscapes_scheme(labels: list[MapillaryLabel], version: str, dataset: str) 
     )
 
 
-def mapillary_scheme(root: Path, version: str, scheme: str, dataset: str) -> MapillaryScheme:
-    """The scheme named `scheme` over the labels of ROOT/config_VERSION.json."""
+def scheme_of_labels(
+    labels: list[MapillaryLabel], version: str, scheme: str, dataset: str
+) -> MapillaryScheme:
+    """The scheme named `scheme` over a version's labels."""
     if scheme not in SCHEMES:
         raise UserError(
             f"unknown Mapillary Vistas label scheme '{scheme}': use one of {', '.join(SCHEMES)}"
         )
-    labels = read_labels(root, version)
     if scheme == "classes":
         return classes_scheme(labels, dataset)
     return cityscapes_scheme(labels, version, dataset)
+
+
+def mapillary_scheme(root: Path, version: str, scheme: str, dataset: str) -> MapillaryScheme:
+    """The scheme named `scheme` over the labels of ROOT/config_VERSION.json."""
+    if scheme not in SCHEMES:  # before reading the file: a wrong name is the first mistake
+        return scheme_of_labels([], version, scheme, dataset)
+    return scheme_of_labels(read_labels(root, version), version, scheme, dataset)

@@ -5,11 +5,11 @@ matrix over the evaluated labels, or over the 19 Cityscapes classes they map ont
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from segmentation.config import DataConfig
+from segmentation.config import DataConfig, Text, allowed
 from segmentation.data.headers import LabelFormat
 from segmentation.data.kinds.base import DatasetKind, LabelReader, label_names
 from segmentation.errors import UserError
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from segmentation.data.dataset import Sample
     from segmentation.data.inventory import Inventory
     from segmentation.data.labels import LabelScheme
+    from segmentation.data.mapillary_labels import MapillaryLabel
 
 SCHEMES = ("classes", "cityscapes")
 VERSIONS = ("v1.2", "v2.0")
@@ -34,6 +35,16 @@ LABELS = LabelFormat(
 )
 
 
+class MapillaryLabelEntry(BaseModel):
+    """One label of ROOT/config_VERSION.json, as a run's config carries it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Text
+    readable: Text
+    color: tuple[Annotated[int, Field(ge=0, le=255)], ...] = Field(min_length=3, max_length=3)
+    evaluate: bool
+
+
 class MapillaryOptions(DataConfig):
     """Mapillary Vistas: the layout of its download, one of its two label versions."""
 
@@ -44,6 +55,13 @@ class MapillaryOptions(DataConfig):
         DEFAULT_VERSION,
         description="Mapillary Vistas labels: v1.2 (66 labels, 65 scored) or v2.0 (124, 116 "
         "scored), with their ROOT/config_VERSION.json",
+    )
+    # Copied when a run starts so that its config and checkpoints carry the classes
+    # (evaluation and inference need no dataset root).
+    label_list: list[MapillaryLabelEntry] | None = Field(
+        None,
+        description="the labels of ROOT/config_VERSION.json, filled in when a run starts",
+        json_schema_extra=allowed("null (a run fills it in; a resumed run checks it)"),
     )
 
 
@@ -75,10 +93,10 @@ class MapillaryKind(DatasetKind):
         )
 
     def scheme(self, config: DataConfig) -> LabelScheme:
-        from segmentation.data.mapillary_labels import mapillary_scheme
+        from segmentation.data.mapillary_labels import scheme_of_labels
 
         names = label_names(config.labels or self.default_labels)
-        return mapillary_scheme(Path(config.root), config.version, ",".join(names), self.name)
+        return scheme_of_labels(_labels(config), config.version, ",".join(names), self.name)
 
     def label_reader(self, config: DataConfig | None) -> LabelReader:
         from segmentation.data.mapillary import read_class_indices
@@ -87,6 +105,10 @@ class MapillaryKind(DatasetKind):
 
     def label_format(self, config: DataConfig) -> LabelFormat:
         return LABELS
+
+    def resolved(self, config: DataConfig) -> DataConfig:
+        entries = [MapillaryLabelEntry(**vars(label)) for label in _dataset_labels(config)]
+        return config.model_copy(update={"label_list": entries})
 
     def reader_identity(self, config: DataConfig) -> dict:
         # The version decides which label files are read.
@@ -97,6 +119,7 @@ class MapillaryKind(DatasetKind):
     def find_samples(self, config: DataConfig, split: str) -> list[Sample]:
         from segmentation.data.mapillary import find_mapillary
 
+        _dataset_labels(config)  # labels are read as indices into these: the file must agree
         return find_mapillary(
             Path(config.root),
             split,
@@ -199,6 +222,34 @@ class MapillaryKind(DatasetKind):
         from segmentation.sample.cli import add_mapillary_parser
 
         add_mapillary_parser(subcommands)
+
+
+def _dataset_labels(config: DataConfig) -> list[MapillaryLabel]:
+    """The labels of ROOT/config_VERSION.json; a config that carries labels already (a run's
+    or a checkpoint's) must find the same ones there: the label PNGs would mean other classes."""
+    from segmentation.data.mapillary import config_path
+    from segmentation.data.mapillary_labels import read_labels
+
+    found = read_labels(Path(config.root), config.version)
+    if config.label_list is not None and _labels(config) != found:
+        raise UserError(
+            f"{config_path(Path(config.root), config.version)} is not the class list this model "
+            "was trained with: point --data-root at that dataset, or set data.version to the "
+            "version it was trained on"
+        )
+    return found
+
+
+def _labels(config: DataConfig) -> list[MapillaryLabel]:
+    """The labels the config carries, else those of the dataset at data.root."""
+    from segmentation.data.mapillary_labels import MapillaryLabel, read_labels
+
+    if config.label_list is None:
+        return read_labels(Path(config.root), config.version)
+    return [
+        MapillaryLabel(entry.name, entry.readable, tuple(entry.color), entry.evaluate)
+        for entry in config.label_list
+    ]
 
 
 MAPILLARY = MapillaryKind()
