@@ -287,3 +287,22 @@ def test_a_tiny_run_trains_evaluates_and_exports_palette_pngs(vistas_root, tmp_p
     assert [entry["name"] for entry in saved["label_list"]] == [x["name"] for x in labels]
     elsewhere = config_from_dict({"data": {**saved, "root": str(tmp_path / "gone")}}).data
     assert scheme_for(elsewhere).class_names == scheme.class_names
+
+
+def test_the_sample_command_writes_one_version_or_both(tmp_path, capsys):
+    from segmentation.sample.cli import main
+
+    tiny = ["--scale", "0.03", "--train", "1", "--val", "1", "--test", "0"]
+    assert main(["mapillary", str(tmp_path / "v2"), "--version", "v2.0", *tiny]) == 0
+    assert "Mapillary Vistas" in capsys.readouterr().out
+    written = sorted(
+        p.relative_to(tmp_path / "v2").as_posix() for p in (tmp_path / "v2").rglob("*")
+    )
+    assert "config_v2.0.json" in written and "config_v1.2.json" not in written
+    assert not any("v1.2" in path for path in written)
+    assert detect_kind(tmp_path / "v2").name == "mapillary"
+    with pytest.raises(SystemExit):  # argparse's choices
+        main(["mapillary", str(tmp_path / "bad"), "--version", "v3.0"])
+    assert main(["mapillary", str(tmp_path / "small"), "--scale", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "--scale must be between 0.03 and 1" in err and not (tmp_path / "small").exists()
