@@ -306,3 +306,22 @@ def test_the_sample_command_writes_one_version_or_both(tmp_path, capsys):
     assert main(["mapillary", str(tmp_path / "small"), "--scale", "0.01"]) == 2
     err = capsys.readouterr().err
     assert "--scale must be between 0.03 and 1" in err and not (tmp_path / "small").exists()
+
+
+@pytest.mark.parametrize("version", SIZES)
+def test_the_sample_labels_mean_to_a_cityscapes_model_what_cityscapes_labels_do(
+    vistas_root, version
+):
+    """The generator writes each drawn Cityscapes label as a Mapillary label; read back
+    through the cityscapes scheme, each of the 19 classes is the train id a model trained on
+    the Cityscapes sample learned for it (so such a model can score on this tree)."""
+    from cityscapesscripts.helpers.labels import labels as cityscapes_labels
+
+    from segmentation.sample.generate import mapillary_label_indices
+    from segmentation.sample.mapillary_classes import config_labels
+
+    scheme = scheme_for(data_config(vistas_root, version, "cityscapes"))
+    written = mapillary_label_indices(config_labels(version), version)
+    for label in cityscapes_labels:
+        if label.id >= 0 and 0 <= label.trainId < 19:
+            assert scheme.lookup[written[label.id]] == label.trainId, label.name

@@ -523,7 +523,7 @@ _MAPILLARY_OF_CITYSCAPES_BY_VERSION = {
 }
 
 
-def _mapillary_indices(labels_of_version: list[dict], version: str) -> np.ndarray:
+def mapillary_label_indices(labels_of_version: list[dict], version: str) -> np.ndarray:
     """Cityscapes label id -> the index of its Mapillary label in the version's config."""
     index_of = {label["name"]: index for index, label in enumerate(labels_of_version)}
     names = {**_MAPILLARY_OF_CITYSCAPES, **_MAPILLARY_OF_CITYSCAPES_BY_VERSION[version]}
@@ -579,7 +579,7 @@ def generate_mapillary(
         config = {"labels": labels_of_version, "version": name[1:]}
         (root / f"config_{name}.json").write_text(json.dumps(config, indent=4) + "\n")
         palette = np.array([label["color"] for label in labels_of_version], np.uint8)
-        tables[name] = (_mapillary_indices(labels_of_version, name), palette)
+        tables[name] = (mapillary_label_indices(labels_of_version, name), palette)
         summary.files += 1
     style = replace(CITYSCAPES, looks="natural")
     folders = {"train": "training", "val": "validation", "test": "testing"}
