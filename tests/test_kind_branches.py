@@ -108,9 +108,9 @@ def test_an_unknown_dataset_is_refused_in_one_line_listing_the_known_ones():
     from segmentation.errors import UserError
 
     with pytest.raises(UserError) as raised:
-        config_from_dict({"data": {"dataset": "mapillary"}})
+        config_from_dict({"data": {"dataset": "ade20k"}})
     message = str(raised.value)
-    assert "\n" not in message and "mapillary" in message
+    assert "\n" not in message and "ade20k" in message
     assert all(name in message for name in KINDS)
 
 

@@ -120,7 +120,7 @@ def test_colorize_uses_the_class_colours():
         ("cityscapes", "roads", "categories"),
         ("cityscapes", "road,road", "once"),
         ("kitti", "categories", "road, lane"),
-        ("mapillary", "road", "cityscapes, kitti"),
+        ("ade20k", "road", "cityscapes, kitti"),
         ("cityscapes", "", "categories"),
     ],
 )

@@ -80,7 +80,11 @@ def test_a_key_without_help_is_named_with_the_fix():
 # key -> (type, default, allowed), written out by hand from segmentation/config.py.
 EXPECTED = {
     "output_dir": ("text", "runs/run", ""),
-    "data.dataset": ("choice", "cityscapes", "cityscapes, kitti, kitti_semantics, bdd100k, folder"),
+    "data.dataset": (
+        "choice",
+        "cityscapes",
+        "cityscapes, kitti, kitti_semantics, bdd100k, mapillary, folder",
+    ),
     "data.image_size": (
         "[integer, integer]",
         "[256, 512]",

@@ -315,7 +315,7 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
     "argv",
     [
         ["cityscapes"],
-        ["mapillary", "x"],
+        ["ade20k", "x"],
         ["cityscapes", "x", "--height", "tall"],
         ["cityscapes", "x", "--height", "8"],
         ["cityscapes", "x", "--train-per-city", "-1"],

@@ -13,10 +13,12 @@ from pathlib import Path
 from segmentation.cli import run_guarded
 from segmentation.sample.generate import (
     BDD100K_LAYOUTS,
+    MAPILLARY_VERSIONS,
     generate_bdd100k,
     generate_cityscapes,
     generate_kitti,
     generate_kitti_semantics,
+    generate_mapillary,
 )
 from segmentation.sample.world import LOOKS
 
@@ -167,6 +169,43 @@ def add_bdd100k_parser(subcommands) -> None:
         generate=lambda args: generate_bdd100k(
             args.root,
             layout=args.layout,
+            scale=args.scale,
+            train=args.train,
+            val=args.val,
+            test=args.test,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    )
+
+
+def add_mapillary_parser(subcommands) -> None:
+    """The `mapillary` subcommand (kinds/mapillary.py adds it)."""
+    vistas = subcommands.add_parser(
+        "mapillary",
+        help="a Mapillary Vistas tree: config JSONs, JPEG images, palette-PNG labels",
+    )
+    vistas.add_argument("root", type=Path, metavar="DIR", help="output folder (new or empty)")
+    vistas.add_argument(
+        "--version",
+        choices=MAPILLARY_VERSIONS,
+        default="both",
+        help="the labels to write: v1.2, v2.0 or both, as the download holds (default both)",
+    )
+    vistas.add_argument(
+        "--scale",
+        type=float,
+        default=0.05,
+        help="size relative to the real images, 1080x1920 to 3000x4000 (default 0.05)",
+    )
+    vistas.add_argument("--train", type=int, default=8, help="training images (default 8)")
+    vistas.add_argument("--val", type=int, default=4, help="validation images (default 4)")
+    vistas.add_argument("--test", type=int, default=2, help="testing images (default 2)")
+    _add_common(vistas)
+    vistas.set_defaults(
+        generate=lambda args: generate_mapillary(
+            args.root,
+            version=args.version,
             scale=args.scale,
             train=args.train,
             val=args.val,

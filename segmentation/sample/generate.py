@@ -1,5 +1,5 @@
 """Writing the sample trees: scenes drawn by this package, saved in the exact Cityscapes, KITTI
-road, KITTI semantics and BDD100K layouts.
+road, KITTI semantics, BDD100K and Mapillary Vistas layouts.
 
 The scenes are procedural (a street in one-point perspective with buildings, vegetation, traffic,
 people, poles, signs and lights), painted in natural colours with texture, lighting and noise, so
@@ -12,6 +12,7 @@ same arguments give byte-identical files.
     python -m segmentation.sample kitti DIR [--scale 0.25 ...]
     python -m segmentation.sample kitti_semantics DIR [--scale 0.25 ...]
     python -m segmentation.sample bdd100k DIR [--layout current|original --scale 0.1 ...]
+    python -m segmentation.sample mapillary DIR [--version v1.2|v2.0|both --scale 0.05 ...]
     python -m segmentation.sample folder DIR [--mask-format index|rgb ...]   (sample/folder.py)
 
 The command line is in sample/cli.py.
@@ -453,5 +454,151 @@ def generate_bdd100k(
             summary.files += 1
             if split != "test":
                 _write_png(masks / split / f"{name}{suffix}", _TRAIN_IDS[canvas.label])
+                summary.files += 1
+    return summary
+
+
+MAPILLARY_VERSIONS = ("v1.2", "v2.0", "both")
+# Image sizes (height, width) of Mapillary Vistas, before --scale: its photos come from phones,
+# action cameras and capture rigs, in many resolutions and aspects, some upright.
+MAPILLARY_SIZES = (
+    (3024, 4032),
+    (1080, 1920),
+    (2448, 3264),
+    (4032, 3024),
+    (1536, 2048),
+    (2160, 3840),
+    (3000, 4000),
+)
+_KEY_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# The Mapillary label each drawn Cityscapes label is written as, where the versions agree.
+_MAPILLARY_OF_CITYSCAPES = {
+    "unlabeled": "void--unlabeled",
+    "ego vehicle": "void--ego-vehicle",
+    "rectification border": "void--unlabeled",
+    "out of roi": "void--unlabeled",
+    "road": "construction--flat--road",
+    "sidewalk": "construction--flat--sidewalk",
+    "parking": "construction--flat--parking",
+    "rail track": "construction--flat--rail-track",
+    "building": "construction--structure--building",
+    "wall": "construction--barrier--wall",
+    "fence": "construction--barrier--fence",
+    "guard rail": "construction--barrier--guard-rail",
+    "bridge": "construction--structure--bridge",
+    "tunnel": "construction--structure--tunnel",
+    "pole": "object--support--pole",
+    "traffic sign": "object--traffic-sign--front",
+    "vegetation": "nature--vegetation",
+    "terrain": "nature--terrain",
+    "sky": "nature--sky",
+    "rider": "human--rider--bicyclist",
+    "car": "object--vehicle--car",
+    "truck": "object--vehicle--truck",
+    "bus": "object--vehicle--bus",
+    "caravan": "object--vehicle--caravan",
+    "trailer": "object--vehicle--trailer",
+    "train": "object--vehicle--on-rails",
+    "motorcycle": "object--vehicle--motorcycle",
+    "bicycle": "object--vehicle--bicycle",
+}
+# Where the versions differ: v2.0 has finer labels for these.
+_MAPILLARY_OF_CITYSCAPES_BY_VERSION = {
+    "v1.2": {
+        "static": "void--unlabeled",
+        "dynamic": "void--unlabeled",
+        "ground": "void--unlabeled",
+        "polegroup": "object--support--pole",
+        "traffic light": "object--traffic-light",
+        "person": "human--person",
+    },
+    "v2.0": {
+        "static": "void--static",
+        "dynamic": "void--dynamic",
+        "ground": "void--ground",
+        "polegroup": "object--support--pole-group",
+        "traffic light": "object--traffic-light--general-upright",
+        "person": "human--person--individual",
+    },
+}
+
+
+def mapillary_label_indices(labels_of_version: list[dict], version: str) -> np.ndarray:
+    """Cityscapes label id -> the index of its Mapillary label in the version's config."""
+    index_of = {label["name"]: index for index, label in enumerate(labels_of_version)}
+    names = {**_MAPILLARY_OF_CITYSCAPES, **_MAPILLARY_OF_CITYSCAPES_BY_VERSION[version]}
+    table = np.full(256, index_of["void--unlabeled"], np.uint8)
+    for label in labels:
+        if label.id >= 0:
+            table[label.id] = index_of[names[label.name]]
+    return table
+
+
+def _mapillary_key(seed: int, split: str, index: int) -> str:
+    """A 22-character image key in Mapillary's style (e.g. M2kh294N9c72sICO990Uew)."""
+    rng = _rng(seed, f"mapillary/key/{split}/{index}")
+    return "".join(_KEY_CHARACTERS[i] for i in rng.integers(0, len(_KEY_CHARACTERS), 22))
+
+
+def generate_mapillary(
+    root,
+    *,
+    version: str = "both",
+    scale: float = 0.05,
+    train: int = 8,
+    val: int = 4,
+    test: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Summary:
+    """Write a synthetic Mapillary Vistas tree under ``root``, as
+    mapillary-vistas-dataset_public_v2.0.zip unpacks: config_VERSION.json (every label of the
+    version), {training,validation,testing}/images/KEY.jpg and
+    {training,validation}/VERSION/labels/KEY.png (palette PNGs of label indices), for
+    ``version`` v1.2, v2.0 or both (the download holds both). Image sizes cycle through
+    Mapillary's varied resolutions times ``scale``.
+    """
+    from segmentation.data.mapillary import write_palette_png
+    from segmentation.sample.mapillary_classes import config_labels
+
+    if version not in MAPILLARY_VERSIONS:
+        raise UserError(
+            f"--version must be one of {', '.join(MAPILLARY_VERSIONS)}, got {version!r}"
+        )
+    if not 0.03 <= scale <= 1.0:
+        raise UserError(
+            f"--scale must be between 0.03 and 1 (images of 32 to 4032 rows), got {scale}"
+        )
+    _check_counts(train=train, val=val, test=test, seed=seed)
+    root = prepare_root(root, overwrite)
+    summary = Summary("Mapillary Vistas", root)
+    versions = ("v1.2", "v2.0") if version == "both" else (version,)
+    tables = {}
+    for name in versions:
+        labels_of_version = config_labels(name)
+        config = {"labels": labels_of_version, "version": name[1:]}
+        (root / f"config_{name}.json").write_text(json.dumps(config, indent=4) + "\n")
+        palette = np.array([label["color"] for label in labels_of_version], np.uint8)
+        tables[name] = (mapillary_label_indices(labels_of_version, name), palette)
+        summary.files += 1
+    style = replace(CITYSCAPES, looks="natural")
+    folders = {"train": "training", "val": "validation", "test": "testing"}
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        summary.images[folders[split]] = count
+        for i in range(count):
+            key = _mapillary_key(seed, split, i)
+            h, w = MAPILLARY_SIZES[(i + seed) % len(MAPILLARY_SIZES)]
+            rng = _rng(seed, f"mapillary/{split}/{key}")
+            world = sample_world(rng, style, FEATURES[i % len(FEATURES)])
+            camera = make_camera(world, max(32, round(h * scale)), max(32, round(w * scale)))
+            image, canvas = _render(world, camera, rng)
+            # Mapillary's images are JPEGs: the lossy encoding, never the labels.
+            _write_png(root / folders[split] / "images" / f"{key}.jpg", image)
+            summary.files += 1
+            if split == "test":
+                continue
+            for name, (indices, palette) in tables.items():
+                path = root / folders[split] / name / "labels" / f"{key}.png"
+                write_palette_png(path, indices[canvas.label], palette)
                 summary.files += 1
     return summary

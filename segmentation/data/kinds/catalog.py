@@ -12,6 +12,7 @@ from segmentation.data.kinds.cityscapes import CITYSCAPES
 from segmentation.data.kinds.folder import FOLDER
 from segmentation.data.kinds.kitti import KITTI
 from segmentation.data.kinds.kitti_semantics import KITTI_SEMANTICS
+from segmentation.data.kinds.mapillary import MAPILLARY
 from segmentation.errors import UserError
 
 KINDS: dict[str, DatasetKind] = {
@@ -19,6 +20,7 @@ KINDS: dict[str, DatasetKind] = {
     "kitti": KITTI,
     "kitti_semantics": KITTI_SEMANTICS,
     "bdd100k": BDD100K,
+    "mapillary": MAPILLARY,
     "folder": FOLDER,
 }
 
