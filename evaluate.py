@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.data.kinds.catalog import kind_of
         from segmentation.devices import resolve_device
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
-        from segmentation.inference.model import load_trained_model
+        from segmentation.prediction.trained_model import load_trained_model
         from segmentation.report.images import ImageKeeper
         from segmentation.report.summary import check_same_scheme, read_comparison
 

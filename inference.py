@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         from segmentation.devices import resolve_device
-        from segmentation.inference.model import load_trained_model
         from segmentation.inference.render import Renderer, RenderOptions
         from segmentation.inference.video_writer import VideoOptions
+        from segmentation.prediction.trained_model import load_trained_model
 
         if bool(args.input) != bool(args.output) or not (args.input or args.export_onnx):
             raise UserError(

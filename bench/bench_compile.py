@@ -41,9 +41,9 @@ from segmentation.data.build import scheme_for
 from segmentation.devices import resolve_device
 from segmentation.engine.setup import wrap_model
 from segmentation.engine.state import TrainState
-from segmentation.inference.model import TrainedModel
 from segmentation.losses import build_loss
 from segmentation.model_setup import model_for
+from segmentation.prediction.trained_model import TrainedModel
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

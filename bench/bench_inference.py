@@ -51,12 +51,12 @@ from segmentation.data.io import read_rgb, write_png
 from segmentation.devices import native_bf16, resolve_device
 from segmentation.inference.arguments import worker_count
 from segmentation.inference.encode import encode_on_host
-from segmentation.inference.model import TrainedModel, load_trained_model
-from segmentation.inference.predict import ViewMerger, probabilities_from_logits
 from segmentation.inference.render import Renderer, RenderOptions, decode_workers
 from segmentation.inference.sinks import FrameWork
 from segmentation.model_setup import model_for
 from segmentation.models import required_input_multiple
+from segmentation.prediction.predict import ViewMerger, probabilities_from_logits
+from segmentation.prediction.trained_model import TrainedModel, load_trained_model
 from segmentation.sample.generate import generate_cityscapes
 from segmentation.visualize import DeviceColors, overlay
 

@@ -17,9 +17,9 @@ from cityscapesscripts.helpers.labels import name2label
 
 import inference
 from segmentation.data.labels import get_scheme
-from segmentation.inference.model import load_trained_model
-from segmentation.inference.predict import drop_small_clusters
 from segmentation.inference.render import Renderer, RenderOptions
+from segmentation.prediction.predict import drop_small_clusters
+from segmentation.prediction.trained_model import load_trained_model
 from segmentation.visualize import overlay
 
 KINDS = ("overlay", "color", "labelIds")

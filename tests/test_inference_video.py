@@ -20,8 +20,8 @@ import inference
 from segmentation.data.labels import get_scheme
 from segmentation.inference import render as render_module
 from segmentation.inference import video_writer
-from segmentation.inference.model import load_trained_model
 from segmentation.inference.render import Renderer, RenderOptions, decode_workers
+from segmentation.prediction.trained_model import load_trained_model
 from segmentation.visualize import DeviceColors, overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -94,7 +94,7 @@ def test_a_nan_prediction_is_an_error_naming_the_image(
     trained_checkpoint, tmp_path, monkeypatch, capsys, one_thread
 ):
     import evaluate
-    from segmentation.inference import model as model_module
+    from segmentation.prediction import trained_model as model_module
 
     load = model_module.load_trained_model
 

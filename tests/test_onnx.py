@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import inference
-from segmentation.inference.model import load_trained_model
+from segmentation.prediction.trained_model import load_trained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ import inference
 import train
 from segmentation.checkpoint import load_checkpoint
 from segmentation.devices import native_bf16, resolve_amp
-from segmentation.inference.model import load_trained_model
+from segmentation.prediction.trained_model import load_trained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

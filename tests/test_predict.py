@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from segmentation.errors import UserError
-from segmentation.inference.predict import drop_small_clusters, parse_scales, predict_probabilities
+from segmentation.prediction.predict import drop_small_clusters, parse_scales, predict_probabilities
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -161,7 +161,7 @@ def test_print_config_shows_resolved_values_and_defaults_and_trains_nothing(tmp_
     assert code == 0
     assert block(out, "train.epochs") == [
         "train.epochs = 7",
-        "    passes over the training set (--epochs)",
+        "    passes over the training set (--epochs); excludes train.iters",
         "    type integer, default 40",
         "    allowed: x >= 1",
     ]

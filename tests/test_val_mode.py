@@ -16,7 +16,7 @@ import evaluate
 import train
 from segmentation.config import config_from_dict
 from segmentation.errors import UserError
-from segmentation.inference.predict import predict_in_windows, predict_probabilities
+from segmentation.prediction.predict import predict_in_windows, predict_probabilities
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,7 +136,7 @@ def test_windows_default_to_the_training_crops_in_the_scale_jitter_style(tmp_pat
     # Scale jitter trains on data.crop_size at native resolution: a window of it is what the
     # model saw; data.image_size is the size resized validation uses.
     from segmentation.engine.full_resolution import validation_window
-    from segmentation.inference.model import TrainedModel
+    from segmentation.prediction.trained_model import TrainedModel
 
     data = {"root": str(tmp_path), "image_size": [64, 128], "base_size": [64, 128],
             "crop_size": [32, 64], "augment": {"scale": [0.5, 2.0]}}  # fmt: skip

@@ -18,10 +18,10 @@ from segmentation.engine.distributed import DistributedContext
 from segmentation.engine.run_logger import ValidationPictures, logger
 from segmentation.engine.sampler import EpochSampler
 from segmentation.evaluation.loop import evaluate
-from segmentation.inference.model import TrainedModel
-from segmentation.inference.predict import PredictionOptions, check_window
 from segmentation.metrics import ConfusionMatrix
 from segmentation.models import encoder_normalization, required_input_multiple
+from segmentation.prediction.predict import PredictionOptions, check_window
+from segmentation.prediction.trained_model import TrainedModel
 
 
 def validation_window(config: Config) -> tuple[int, int]:

@@ -24,9 +24,9 @@ from segmentation.data.kinds.catalog import kind_of
 from segmentation.data.loading import make_loader
 from segmentation.errors import UserError
 from segmentation.evaluation.loop import evaluate
-from segmentation.inference.model import TrainedModel
-from segmentation.inference.predict import PredictionOptions
 from segmentation.metrics import ConfusionMatrix, PerImageConfusionMatrix
+from segmentation.prediction.predict import PredictionOptions
+from segmentation.prediction.trained_model import TrainedModel
 from segmentation.visualize import colorize
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segmentation.devices import AMP_CHOICES
 from segmentation.errors import UserError
-from segmentation.inference.predict import MERGES, TTA_MODES, PredictionOptions, parse_scales
+from segmentation.prediction.predict import MERGES, TTA_MODES, PredictionOptions, parse_scales
 
 
 def worker_count(text: str) -> int | None:

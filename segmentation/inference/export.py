@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from segmentation.errors import UserError
-from segmentation.inference.model import TrainedModel
 from segmentation.model_setup import model_for
+from segmentation.prediction.trained_model import TrainedModel
 
 logger = logging.getLogger(__name__)
 

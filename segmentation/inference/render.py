@@ -37,8 +37,6 @@ from segmentation.data.frames import (
 from segmentation.data.loading import make_loader, progress_bar
 from segmentation.errors import UserError
 from segmentation.inference.encode import IMAGE_FORMATS, device_jpeg_available
-from segmentation.inference.model import TrainedModel
-from segmentation.inference.predict import PredictionOptions, drop_small_clusters_in_batch
 from segmentation.inference.sinks import FolderSink, FrameWork, VideoSink
 from segmentation.inference.video_writer import (
     DEFAULT_FPS,
@@ -48,6 +46,8 @@ from segmentation.inference.video_writer import (
     is_video_output,
     sigterm_interrupts,
 )
+from segmentation.prediction.predict import PredictionOptions, drop_small_clusters_in_batch
+from segmentation.prediction.trained_model import TrainedModel
 from segmentation.visualize import DeviceColors
 
 logger = logging.getLogger(__name__)

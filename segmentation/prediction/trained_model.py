@@ -16,15 +16,15 @@ from segmentation.data.labels import LabelScheme
 from segmentation.data.normalize import Normalizer
 from segmentation.devices import autocast, forward_in_range, resolve_amp
 from segmentation.errors import UserError
-from segmentation.inference.predict import (
+from segmentation.metrics import predictions_from_logits
+from segmentation.model_setup import model_for
+from segmentation.models import encoder_normalization, required_input_multiple
+from segmentation.prediction.predict import (
     PredictionOptions,
     drop_small_clusters_in_batch,
     predict_probabilities,
     valid_size,
 )
-from segmentation.metrics import predictions_from_logits
-from segmentation.model_setup import model_for
-from segmentation.models import encoder_normalization, required_input_multiple
 
 DEFAULT_PREDICTION = PredictionOptions()
 logger = logging.getLogger(__name__)
