@@ -74,20 +74,20 @@ def train_ids_of_label_ids(label_ids: np.ndarray) -> np.ndarray:
 
 
 def reference_iou(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float | None]:
-    """Per-class IoU of (prediction, ground truth) train-id maps, ground truth 255 left out;
-    None for a class absent from both."""
-    matrix = np.zeros((19, 19), np.int64)
+    """Per-class IoU of (prediction, ground truth) train-id maps, ground truth 255 left out, a
+    prediction of 255 a miss; None for a class absent from both."""
+    matrix = np.zeros((19, 20), np.int64)  # column 19: predicted as no class of the 19
     for prediction, truth in pairs:
         assert prediction.shape == truth.shape  # scored at the labels' resolution
         keep = truth < 19
-        np.add.at(matrix, (truth[keep], prediction[keep]), 1)
-    tp = np.diag(matrix)
-    union = matrix.sum(0) + matrix.sum(1) - tp
+        np.add.at(matrix, (truth[keep], np.minimum(prediction[keep], 19)), 1)
+    tp = np.diag(matrix[:, :19])
+    union = matrix[:, :19].sum(0) + matrix.sum(1) - tp
     return [float(t / u) if u else None for t, u in zip(tp, union)]
 
 
 def assert_scores_equal(per_class: dict, expected: list[float | None]) -> None:
-    assert list(per_class) == NINETEEN
+    assert list(per_class)[:19] == NINETEEN
     for name, value in zip(NINETEEN, expected):
         shown = per_class[name]["iou"]
         assert (shown is None) == (value is None), name
@@ -116,6 +116,7 @@ def test_a_cityscapes_model_on_bdd100k(trained_checkpoint, bdd_root, tmp_path):
         "classes_matched": 19,
         "dataset_classes": 19,
         "unscored": [],
+        "model_classes_unscored": [],
     }
     # The export is BDD100K's own format: train-id masks named like the images.
     masks = sorted((bdd_root / "labels" / "sem_seg" / "masks" / "val").glob("*.png"))
@@ -151,6 +152,32 @@ def test_a_cityscapes_model_on_kitti_semantics(trained_checkpoint, semantics_roo
     ]
     assert_scores_equal(results["per_class"], reference_iou(pairs))
     assert results["cityscapes"]["averageScoreClasses"] == pytest.approx(results["mIoU"])
+
+
+@pytest.mark.slow
+def test_unlabeled_of_a_20_class_model_is_a_miss_on_bdd100k(trained_checkpoint, bdd_root, tmp_path):
+    """BDD100K stores Cityscapes' "unlabeled" as its ignore value: the class gets no score, and
+    predicting it on a labelled pixel misses that pixel's class (it exports as 255)."""
+    checkpoint = trained_checkpoint("cityscapes", "classes")
+    scores, export = tmp_path / "s.json", tmp_path / "export"
+    code = run_evaluate(
+        checkpoint,
+        *("--dataset", "bdd100k", "--data-root", bdd_root),
+        *("--output-json", scores, "--export-dir", export),
+    )
+    assert code == 0
+    results = json.loads(scores.read_text())
+    mapping = results["mapping"]
+    assert mapping["scored_on"]["labels"] == "classes" and mapping["classes_matched"] == 19
+    assert mapping["model_classes_unscored"] == ["unlabeled"]
+    assert list(results["per_class"]) == [*NINETEEN, "unlabeled"]
+    assert results["per_class"]["unlabeled"] == {"iou": None, "dice": None}
+    masks = sorted((bdd_root / "labels" / "sem_seg" / "masks" / "val").glob("*.png"))
+    pairs = [(read_grey(export / "masks" / mask.name), read_grey(mask)) for mask in masks]
+    expected = reference_iou(pairs)
+    assert_scores_equal(results["per_class"], expected)
+    present = [value for value in expected if value is not None]
+    assert results["mIoU"] == pytest.approx(sum(present) / len(present))
 
 
 @pytest.fixture(scope="module")

@@ -164,4 +164,5 @@ class Evaluator:
             results["mapping"] = self.scored.describe()
         if self.scorer is not None:
             self.scorer.add_results(results)
+        self.scored.drop_unscored(results)
         return results
