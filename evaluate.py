@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = find_samples(data_config, args.split)
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")
-        keeper = ImageKeeper(trained.scheme, args.report_images) if args.report else None
+        keeper = ImageKeeper(scored.scheme, args.report_images) if args.report else None
         options = EvaluationOptions(
             prediction=prediction,
             export_dir=args.export_dir,

@@ -5,7 +5,8 @@ over the scheme's classes (ignored pixels left out) scores every dataset; the da
 adds its official protocol where it has one (evaluation/scorers.py: Cityscapes schemes that
 contain the 19 evaluated classes report the official "IoU class", the categories scheme the
 official category IoU, KITTI the devkit's MaxF/AP/PRE/REC/FPR/FNR per category), and writes
---export-dir in its own evaluator's format.
+--export-dir in its own evaluator's format. The dataset may be of another kind than the one
+trained on (evaluation/mapping.py): its scheme then feeds the model's classes.
 """
 
 from __future__ import annotations
