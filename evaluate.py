@@ -4,8 +4,11 @@
     python evaluate.py --checkpoint best.pt --data-root /data/cityscapes --tta multiscale \\
         --export-dir preds --output-json val.json
     python evaluate.py --checkpoint best.pt --report report --compare old.json   # report/index.html
+    python evaluate.py --checkpoint best.pt --dataset bdd100k --data-root /data/bdd100k
 
-The checkpoint carries its config (dataset, labels, model): no config file is needed.
+The checkpoint carries its config (dataset, labels, model): no config file is needed. With
+--dataset it is scored on another dataset kind whose classes include its own, matched by name
+(docs/evaluation.md, "Scoring on another dataset").
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from segmentation.cli import run_guarded, setup_logging
 from segmentation.errors import UserError
+from segmentation.evaluation.mapping import describe_mapping
 from segmentation.evaluation.outputs import Output, check_apart, check_outside_dataset
 from segmentation.files import check_new_file, check_new_folder, write_atomically
 from segmentation.inference.arguments import add_prediction_arguments, prediction_options
@@ -28,7 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_prediction_arguments(parser, batch_size=2)
-    parser.add_argument("--data-root", help="dataset root (default: the one trained on)")
+    parser.add_argument(
+        "--data-root", help="dataset root (default: the one trained on, unless --dataset is given)"
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="KIND",
+        help="score on a dataset of this kind at --data-root (default: the kind trained on); "
+        "its classes are matched to the model's by name",
+    )
     parser.add_argument(
         "--split",
         default="val",
@@ -73,6 +85,8 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<20} {number(scores['iou'])} {number(scores['dice'])}")
     lines.append(f"{'mean':<20} {number(results['mIoU'])} {number(results['mDice'])}")
     lines.append(f"{'pixel accuracy':<20} {number(results['pixel_accuracy'])}")
+    if results.get("mapping"):
+        lines.append(describe_mapping(results["mapping"]))
     official = results.get("cityscapes")
     if official:
         # The class score means something only for schemes that predict the 19 classes.
@@ -168,7 +182,7 @@ def write_report(args: argparse.Namespace, evaluator, keeper, results: dict, oth
     worst, best = keeper.chosen()
     inputs = ReportInputs(
         results=results,
-        scheme=evaluator.trained.scheme,
+        scheme=evaluator.scheme,
         confusion=evaluator.matrix.matrix.cpu().numpy(),
         worst=worst,
         best=best,
@@ -188,13 +202,47 @@ def write_report(args: argparse.Namespace, evaluator, keeper, results: dict, oth
     print(f"report written to {path}")
 
 
+def check_dataset_arguments(args: argparse.Namespace) -> None:
+    """--dataset names another dataset, which lies elsewhere than the one trained on."""
+    from segmentation.data.kinds.catalog import kind_named
+
+    if args.dataset:
+        kind_named(args.dataset)  # an unknown name: refused before the model loads
+    if args.dataset and not args.data_root:
+        raise UserError(
+            f"--dataset {args.dataset} needs --data-root: give the folder of the {args.dataset} "
+            "dataset to score on"
+        )
+
+
+def scored_dataset(args: argparse.Namespace, trained) -> tuple:
+    """(ScoredOn, the scored dataset's data config): the model's own dataset (at --data-root),
+    or a dataset of the kind --dataset names, whose scheme the model's classes map onto."""
+    from segmentation.config import DataConfig
+    from segmentation.data.kinds.catalog import kind_named, kind_of
+    from segmentation.evaluation.mapping import map_classes, own_dataset
+
+    trained_config = trained.config.data
+    trained_kind = kind_of(trained_config)
+    if not args.dataset or args.dataset == trained_kind.name:
+        data_config = trained_config
+        if args.data_root:
+            data_config = data_config.model_copy(update={"root": args.data_root})
+        return own_dataset(trained_kind, trained.scheme), data_config
+    kind = kind_named(args.dataset)
+    # The kind's own defaults: its layout is found under the root (e.g. BDD100K's release).
+    data_config = DataConfig(dataset=kind.name, root=args.data_root)
+    scored = map_classes(trained.scheme, trained_kind.name, kind, data_config)
+    data_config = data_config.model_copy(update={"labels": [scored.dataset_scheme.name]})
+    return scored, data_config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
 
     def run() -> None:
         from segmentation.data.build import find_samples, label_reader
-        from segmentation.data.kinds.catalog import kind_of
         from segmentation.devices import resolve_device
         from segmentation.evaluation.evaluator import EvaluationOptions, Evaluator
         from segmentation.prediction.trained_model import load_trained_model
@@ -203,23 +251,22 @@ def main(argv: list[str] | None = None) -> int:
 
         prediction = prediction_options(args)
         check_split(args.split)
+        check_dataset_arguments(args)
         check_outputs(args)
         other = read_comparison(args.compare) if args.compare else None
         trained = load_trained_model(
             args.checkpoint, resolve_device(args.device), amp=args.amp, compile=args.compile
         )
+        scored, data_config = scored_dataset(args, trained)
         if other is not None:
-            check_same_scheme(other, trained.scheme, args.compare)
-        data_config = trained.config.data
-        if args.data_root:
-            data_config = data_config.model_copy(update={"root": args.data_root})
+            check_same_scheme(other, scored.scheme, args.compare)
         check_outside_dataset(output_paths(args), Path(data_config.root))
-        kind = kind_of(data_config)
+        kind = scored.kind
         kind.check_scored_split(args.split)
         samples = find_samples(data_config, args.split)
         if all(sample.label_path is None for sample in samples):
             raise UserError(f"the {args.split} split has no labels to score: use inference.py")
-        keeper = ImageKeeper(trained.scheme, args.report_images) if args.report else None
+        keeper = ImageKeeper(scored.scheme, args.report_images) if args.report else None
         options = EvaluationOptions(
             prediction=prediction,
             export_dir=args.export_dir,
@@ -228,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             image_hook=keeper.add_batch if keeper else None,
         )
-        evaluator = Evaluator(trained, options)
+        evaluator = Evaluator(trained, options, scored)
         results = evaluator.run(samples, label_reader(data_config))
         results["split"] = args.split
         print(format_table(results))

@@ -41,6 +41,8 @@ _EVALUATED_LABELS = sorted(
     (label for label in _STORED_LABELS if not label.ignoreInEval), key=lambda label: label.trainId
 )
 _BLACK = (0, 0, 0)
+# The "classes" scheme's class of every label id outside the 19 evaluated ones.
+UNLABELED = "unlabeled"
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +64,12 @@ class LabelScheme:
         benchmark.
     name_fixes_classes: its dataset and name alone fix its classes (not so for a folder
         dataset, whose scheme "all" is its classes file).
+    stored_as_ignored: classes of other schemes whose pixels this one stores as ignored, by
+        name: masks of the 19 Cityscapes train ids store "unlabeled" (every other label id,
+        a class of the "classes" scheme) as their ignore value. A model of such a class can
+        be scored in this scheme (evaluation/mapping.py): the class gets no score, and
+        predicting it on a scored pixel is a miss, as the official evaluator counts
+        predictions of ignored ids. Its predictions export as `stored_ignore`.
     """
 
     name: str
@@ -74,6 +82,7 @@ class LabelScheme:
     stored_ignore: int | None = None
     contains_evaluated_classes: bool = False
     name_fixes_classes: bool = True
+    stored_as_ignored: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -166,7 +175,7 @@ def _train_ids(with_unlabeled: bool) -> LabelScheme:
         unlabeled = len(names)
         for label in _STORED_LABELS:
             class_of_id.setdefault(label.id, unlabeled)
-        names.append("unlabeled")
+        names.append(UNLABELED)
         colors.append(_BLACK)
         export_ids.append(name2label["unlabeled"].id)
     name = "classes" if with_unlabeled else "official"
@@ -190,6 +199,7 @@ def cityscapes_train_id_scheme(dataset: str) -> LabelScheme:
         stored_values=count,
         stored_ignore=IGNORE_INDEX,
         contains_evaluated_classes=True,
+        stored_as_ignored=(UNLABELED,),
     )
 
 

@@ -5,7 +5,8 @@ over the scheme's classes (ignored pixels left out) scores every dataset; the da
 adds its official protocol where it has one (evaluation/scorers.py: Cityscapes schemes that
 contain the 19 evaluated classes report the official "IoU class", the categories scheme the
 official category IoU, KITTI the devkit's MaxF/AP/PRE/REC/FPR/FNR per category), and writes
---export-dir in its own evaluator's format.
+--export-dir in its own evaluator's format. The dataset may be of another kind than the one
+trained on (evaluation/mapping.py): its scheme then feeds the model's classes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from segmentation.data.kinds.catalog import kind_of
 from segmentation.data.loading import make_loader
 from segmentation.errors import UserError
 from segmentation.evaluation.loop import evaluate
+from segmentation.evaluation.mapping import ScoredOn, own_dataset
 from segmentation.metrics import ConfusionMatrix, PerImageConfusionMatrix
 from segmentation.prediction.predict import PredictionOptions
 from segmentation.prediction.trained_model import TrainedModel
@@ -66,15 +68,21 @@ def _refuse_nan(probs: torch.Tensor, samples: list[Sample]) -> None:
 
 
 class Evaluator:
-    def __init__(self, trained: TrainedModel, options: EvaluationOptions) -> None:
+    def __init__(
+        self, trained: TrainedModel, options: EvaluationOptions, scored: ScoredOn | None = None
+    ) -> None:
+        """`scored`: the dataset kind and scheme scored (evaluation/mapping.py); by default
+        the model's own kind and scheme."""
         self.trained = trained
         self.options = options
-        scheme, device = trained.scheme, trained.device
+        self.scored = scored or own_dataset(kind_of(trained.config.data), trained.scheme)
+        # The model's classes, read from the scored dataset's stored values.
+        self.scheme, self.kind = self.scored.scheme, self.scored.kind
+        scheme, device = self.scheme, trained.device
         self.lookup = torch.as_tensor(scheme.lookup, device=device).long()
         # With an image hook, the matrix counts image by image (one pass for both).
         counting = PerImageConfusionMatrix if options.image_hook else ConfusionMatrix
         self.matrix = counting(scheme.num_classes, device)
-        self.kind = kind_of(trained.config.data)
         self.scorer = self.kind.scorer(scheme, device)
 
     def run(self, samples: list[Sample], read_label) -> dict:
@@ -134,7 +142,7 @@ class Evaluator:
         self.options.image_hook(list(group["index"]), names, counts.cpu().numpy(), fetch)
 
     def _export(self, classes: torch.Tensor, probs: torch.Tensor, samples: list[Sample]) -> None:
-        scheme, root = self.trained.scheme, Path(self.options.export_dir)
+        scheme, root = self.scheme, Path(self.options.export_dir)
         self.kind.export(root, classes, probs, samples, scheme)
         if self.options.export_color:
             class_maps = classes.to(torch.uint8).cpu().numpy()
@@ -142,10 +150,10 @@ class Evaluator:
                 write_png(self.kind.color_path(root, sample), colorize(class_map, scheme))
 
     def _results(self, num_images: int) -> dict:
-        scheme = self.trained.scheme
+        scheme = self.scheme
         scores = self.matrix.compute(scheme.class_names)
         results = {
-            "dataset": scheme.dataset,
+            "dataset": self.kind.name,  # the dataset scored (a scheme may serve several kinds)
             "labels": scheme.name,
             "checkpoint": str(self.trained.checkpoint),
             "images": num_images,
@@ -153,6 +161,9 @@ class Evaluator:
             "amp": self.trained.amp,
             **scores,
         }
+        if self.scored.crosses:
+            results["mapping"] = self.scored.describe()
         if self.scorer is not None:
             self.scorer.add_results(results)
+        self.scored.drop_unscored(results)
         return results

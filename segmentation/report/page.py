@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from segmentation.data.labels import LabelScheme
+from segmentation.evaluation.mapping import describe_mapping
 from segmentation.files import write_atomically
 from segmentation.report import charts
 from segmentation.report.folder import IMAGE_LIST, MARKER, PAGE, files_of_report
@@ -159,6 +160,8 @@ def _header(inputs: ReportInputs) -> str:
         ("autocast", results.get("amp", "")),
         ("date", inputs.created),
     ]
+    if results.get("mapping"):  # scored on another dataset than the one trained on
+        facts.insert(2, ("class mapping", describe_mapping(results["mapping"])))
     rows = "".join(
         f"<tr><th>{name}</th><td>{escape(visible(str(value)))}</td></tr>" for name, value in facts
     )
@@ -283,6 +286,9 @@ def _compare_section(folder: Path, inputs: ReportInputs) -> str:
         f"{escape(visible(inputs.compare_name))}</th></tr>{rows}</table>"
     )
     source = escape(visible(str(other.get("checkpoint", ""))))
+    if other.get("dataset") != results["dataset"]:  # the same model, another dataset's pixels
+        datasets = f"scored on {other.get('dataset')}, this run on {results['dataset']}"
+        source += f" ({escape(visible(datasets))})"
     return (
         f'<h2 id="compare">Against {escape(visible(inputs.compare_name))}</h2>\n'
         f'<p class="note">{source}</p>\n<div class="row">{table}<div>{image}</div></div>'

@@ -149,13 +149,14 @@ def _check_scores(other: dict, path: Path) -> None:
 
 
 def check_same_scheme(other: dict, scheme: LabelScheme, path: Path) -> None:
-    """Per-class deltas mean something only between runs of one label scheme, and a folder
-    dataset's scheme is its classes (every classes.yaml gives the scheme name "all")."""
-    if (other["dataset"], other["labels"]) != (scheme.dataset, scheme.name):
+    """Per-class deltas mean something only between models of one label scheme, and a folder
+    dataset's scheme is its classes (every classes.yaml gives the scheme name "all"). The
+    datasets scored may differ (evaluate.py --dataset): the deltas then show the domain
+    shift, and the report names both datasets."""
+    if other["labels"] != scheme.name:
         raise UserError(
             f"--compare {path} scores the {other['dataset']} '{other['labels']}' label scheme, "
-            f"this checkpoint the {scheme.dataset} '{scheme.name}' scheme: compare runs of one "
-            "scheme"
+            f"this checkpoint the '{scheme.name}' scheme: compare runs of one scheme"
         )
     if scheme.name_fixes_classes:
         return

@@ -80,6 +80,12 @@ class DatasetKind:
     def scheme(self, config: DataConfig) -> LabelScheme:
         return self.scheme_named(config.labels or self.default_labels)
 
+    def offered_schemes(self, config: DataConfig) -> list[LabelScheme]:
+        """The schemes a dataset of this kind at `config` can be scored in, in the kind's order
+        of preference: what a model trained elsewhere is matched against (evaluate.py
+        --dataset, evaluation/mapping.py)."""
+        return [self.scheme_named(name) for name in self.schemes]
+
     def label_reader(self, config: DataConfig | None) -> LabelReader:
         """How a label file becomes stored values; `config` is None where only the kind is
         known (kinds whose reader depends on the config refuse that)."""

@@ -88,6 +88,9 @@ class FolderKind(DatasetKind):
 
         return folder_scheme(_classes(config))
 
+    def offered_schemes(self, config: DataConfig) -> list[LabelScheme]:
+        return [self.scheme(config)]  # its classes.yaml
+
     def label_reader(self, config: DataConfig | None) -> LabelReader:
         from segmentation.data.folder import folder_label_reader
 
