@@ -1,8 +1,8 @@
 """Scoring a model on another dataset kind (evaluate.py --dataset): a Cityscapes 19-class model
-on generated BDD100K and KITTI semantics trees, checked against IoU counted here from the
-exported predictions and the dataset's own label files; a model that predicts one class
-everywhere, against IoU counted by hand (with TTA and the sliding window too); the matching rule
-on schemes alone; and the one-line refusals."""
+on generated BDD100K, KITTI semantics and Mapillary Vistas trees, checked against IoU counted
+here from the exported predictions and the dataset's own label files; a model that predicts
+one class everywhere, against IoU counted by hand (with TTA and the sliding window too); the
+matching rule on schemes alone; and the one-line refusals."""
 
 from __future__ import annotations
 
@@ -15,12 +15,19 @@ import pytest
 import torch
 from cityscapesscripts.helpers.labels import id2label
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+from PIL import Image
 
 import evaluate
+from segmentation.config import config_from_dict
+from segmentation.data.build import scheme_for
 from segmentation.data.kinds.catalog import kind_named
 from segmentation.data.labels import IGNORE_INDEX, LabelScheme, cityscapes_scheme
 from segmentation.evaluation.mapping import map_classes
-from segmentation.sample.generate import generate_bdd100k, generate_kitti_semantics
+from segmentation.sample.generate import (
+    generate_bdd100k,
+    generate_kitti_semantics,
+    generate_mapillary,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,6 +159,38 @@ def test_a_cityscapes_model_on_kitti_semantics(trained_checkpoint, semantics_roo
     ]
     assert_scores_equal(results["per_class"], reference_iou(pairs))
     assert results["cityscapes"]["averageScoreClasses"] == pytest.approx(results["mIoU"])
+
+
+@pytest.mark.slow
+def test_a_cityscapes_model_on_mapillary_vistas(trained_checkpoint, tmp_path):
+    """Mapillary's 65 scored labels read as the 19 Cityscapes classes (the kind's cityscapes
+    scheme, whose table test_mapillary checks by hand); images of several sizes; predictions
+    exported as the version's palette PNGs of label indices, named like the ground truth."""
+    root = tmp_path / "vistas"
+    generate_mapillary(root, version="v1.2", scale=0.03, train=1, val=3, test=1, seed=3)
+    checkpoint = trained_checkpoint("cityscapes", "official")
+    scores, export = tmp_path / "s.json", tmp_path / "export"
+    code = run_evaluate(
+        checkpoint,
+        *("--dataset", "mapillary", "--data-root", root),
+        *("--output-json", scores, "--export-dir", export),
+    )
+    assert code == 0
+    results = json.loads(scores.read_text())
+    assert results["dataset"] == "mapillary"
+    assert results["mapping"]["scored_on"] == {"dataset": "mapillary", "labels": "cityscapes"}
+    assert results["mapping"]["classes_matched"] == 19
+    data = {"dataset": "mapillary", "root": str(root), "labels": "cityscapes"}
+    to_train_ids = scheme_for(config_from_dict({"data": data}).data).lookup
+    truths = sorted((root / "validation" / "v1.2" / "labels").glob("*.png"))
+    assert sorted(p.name for p in (export / "labels").iterdir()) == [p.name for p in truths]
+    pairs = []
+    for truth in truths:
+        predicted = Image.open(export / "labels" / truth.name)
+        assert predicted.mode == "P"  # the dataset's own format: indices with its palette
+        pairs.append((to_train_ids[np.array(predicted)], to_train_ids[np.array(Image.open(truth))]))
+    assert len({truth.shape for _, truth in pairs}) > 1, "the sample's images differ in size"
+    assert_scores_equal(results["per_class"], reference_iou(pairs))
 
 
 @pytest.mark.slow

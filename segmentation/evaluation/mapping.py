@@ -151,13 +151,17 @@ def _scored_scheme(model: LabelScheme, dataset: LabelScheme, dataset_name: str) 
             [export[position[name]] if name in position else ignored for name in model.class_names],
             np.uint8,
         )
+    # Built on the dataset's scheme, so that what a kind adds to its schemes (Mapillary's
+    # palette, for its exports) comes along; the classes and their colours are the model's.
     return replace(
-        model,
+        dataset,
+        name=model.name,
+        class_names=model.class_names,
+        colors=model.colors,
+        name_fixes_classes=model.name_fixes_classes,
         dataset=dataset_name,
         lookup=to_model[dataset.lookup],
         export_label_ids=export,
-        stored_values=dataset.stored_values,
-        stored_ignore=dataset.stored_ignore,
         # The dataset's official class score applies when the model predicts all its classes.
         contains_evaluated_classes=(
             dataset.contains_evaluated_classes and set(position) <= set(model.class_names)

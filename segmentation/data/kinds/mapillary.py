@@ -98,6 +98,10 @@ class MapillaryKind(DatasetKind):
         names = label_names(config.labels or self.default_labels)
         return scheme_of_labels(_labels(config), config.version, ",".join(names), self.name)
 
+    def offered_schemes(self, config: DataConfig) -> list[LabelScheme]:
+        # Both schemes read the dataset's config JSON, which scheme_named cannot.
+        return [self.scheme(config.model_copy(update={"labels": [name]})) for name in self.schemes]
+
     def label_reader(self, config: DataConfig | None) -> LabelReader:
         from segmentation.data.mapillary import read_class_indices
 
