@@ -224,6 +224,32 @@ def test_every_shipped_config_loads():
         assert config.model.head in ("sigmoid", "softmax"), path
 
 
+@pytest.mark.parametrize(
+    "name", ["cityscapes_fpn_r50_80k", "cityscapes_fpn_r101_80k", "cityscapes_unet_r50_80k"]
+)
+def test_the_protocol_configs_say_what_the_published_runs_did(name):
+    """mmsegmentation's Cityscapes 512x1024 80k recipe (configs/_base_: cityscapes.py,
+    schedule_80k.py; 4 GPUs x 2 images), as docs/reproducing.md lists it."""
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    data, optim, train = config.data, config.optim, config.train
+    assert data.dataset == "cityscapes" and data.labels == ["official"]
+    assert data.base_size == (1024, 2048) and data.crop_size == (512, 1024)
+    assert data.augment.scale == (0.5, 2.0) and data.augment.cat_max_ratio == 0.75
+    assert data.augment.hflip == 0.5 and data.augment.photometric
+    assert config.model.head == "softmax" and config.loss.name == "ce"
+    assert config.model.pretrained == "imagenet" and config.model.sync_batchnorm
+    assert (optim.optimizer, optim.lr, optim.momentum, optim.weight_decay) == (
+        "sgd",
+        0.01,
+        0.9,
+        0.0005,
+    )
+    assert (optim.scheduler, optim.poly_power, optim.min_lr) == ("poly", 0.9, 0.0001)
+    assert (train.iters, train.val_every, train.save_every) == (80000, 8000, 8000)
+    assert train.batch_size * train.accumulate == 8 and train.val_mode == "whole"
+    assert train.amp == "off"
+
+
 FLOAT_KEYS = [
     ("optim", "lr"),
     ("optim", "weight_decay"),
