@@ -180,7 +180,8 @@ def test_reduce_overhead_on_the_cpu_trains_compiled_in_default_mode(
     cxx_compiler, cityscapes_root, tmp_path, small_config, caplog
 ):
     """The one warning, then a compiled run with gradient accumulation that ends on the eager
-    run's weights, and resumes in the mode it was asked for."""
+    run's weights, saves them under their plain names, and resumes in the mode it was asked
+    for; its checkpoint also resumes eagerly and seeds another run (--init-from)."""
     runs = {}
     for name, flags in (("eager", []), ("compiled", ["--compile", "reduce-overhead"])):
         config = write(
@@ -198,6 +199,7 @@ def test_reduce_overhead_on_the_cpu_trains_compiled_in_default_mode(
     compiled = runs["compiled"]
     assert compiled["config"]["train"]["compile"] == "reduce-overhead"  # what was asked
     assert compiled["state"]["step"] == 1
+    assert list(compiled["model"]) == list(runs["eager"]["model"])  # no "_orig_mod." prefix
     for key, value in runs["eager"]["model"].items():
         torch.testing.assert_close(compiled["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
     last = tmp_path / "compiled" / "last.pt"
@@ -207,6 +209,12 @@ def test_reduce_overhead_on_the_cpu_trains_compiled_in_default_mode(
     assert len(compile_warnings(caplog)) == 1
     resumed = load_checkpoint(last)
     assert (resumed["state"]["epoch"], resumed["state"]["step"]) == (2, 2)
+    # A compiled run's checkpoint resumes eagerly, and seeds a new run with --init-from.
+    eager_resume = ["--resume", str(last), "--epochs", "3", "--set", "train.compile=off"]
+    assert train.main(eager_resume) == 0
+    assert load_checkpoint(last)["state"]["epoch"] == 3
+    init = ["--config", str(tmp_path / "eager.yaml"), "--output-dir", str(tmp_path / "init")]
+    assert train.main([*init, "--init-from", str(last)]) == 0
 
 
 @pytest.mark.slow

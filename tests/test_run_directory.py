@@ -33,7 +33,8 @@ def checkpoint(trained_checkpoint) -> Path:
 @pytest.mark.slow
 def test_two_runs_on_one_directory_the_second_is_refused(long_epochs_root, tmp_path, small_config):
     run_dir = tmp_path / "run"
-    settings = {"train": {"epochs": 4, "batch_size": 2, "log_every": 1}}
+    # Epochs enough to outlast the second start on a loaded machine: it is stopped below.
+    settings = {"train": {"epochs": 100, "batch_size": 2, "log_every": 1}}
     config = write_yaml(tmp_path / "c.yaml", small_config(long_epochs_root, run_dir, **settings))
     first = start_training(config)
     try:
