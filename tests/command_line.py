@@ -1,6 +1,7 @@
 """The real command lines, run as the user runs them: train.py, evaluate.py and inference.py
-as subprocesses (one torch thread each), their one-line errors, and a training process to
-signal. Shared by the tests of signals, run directories, checkpoints and bad input."""
+as subprocesses (one torch thread each) or their main() in the test's process, their one-line
+errors, and a training process to signal. Shared by the tests of signals, run directories,
+checkpoints and bad input."""
 
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ def run_script(script: str, *args, timeout: int = 180) -> subprocess.CompletedPr
     return subprocess.run(
         command, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
+
+
+def call_main(capsys, script: str, *args) -> subprocess.CompletedProcess:
+    """A script's main() called in this process, its exit code and output as run_script gives
+    them: seconds faster than a child Python (torch's import), for tests of what a script says
+    and writes, not of how its process ends."""
+    module = __import__(script.removesuffix(".py"))
+    capsys.readouterr()  # what came before is not this call's
+    try:
+        code = module.main([str(arg) for arg in args])
+    except SystemExit as exit_:  # argparse's refusals
+        code = exit_.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], code, captured.out, captured.err)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from command_line import assert_one_line_error, run_script, write_yaml
+from command_line import assert_one_line_error, call_main, run_script, write_yaml
 
 from segmentation.errors import UserError
 
@@ -158,8 +158,7 @@ def test_bad_evaluation_and_inference_input(cityscapes_root, kitti_root, checkpo
     assert (export / "keep.png").read_text() == "mine"
 
 
-@pytest.mark.slow
-def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tmp_path):
+def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     last = Path(shutil.copy(checkpoint, run_dir / "last.pt"))
@@ -179,7 +178,7 @@ def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tm
         (["--export-dir", blocker / "preds"], ["cannot create", "--export-dir"]),
     ]
     for args, fragments in cases:
-        result = run_script("evaluate.py", "--checkpoint", last, "--workers", 0, *args)
+        result = call_main(capsys, "evaluate.py", "--checkpoint", last, "--workers", 0, *args)
         assert_one_line_error(result, *fragments)
         assert result.stdout == "", "refused only after scoring"
     assert last.read_bytes() == before and best.read_bytes() == before
@@ -187,14 +186,15 @@ def test_evaluate_checks_its_outputs_first_and_overwrites_nothing(checkpoint, tm
     assert sorted(path.name for path in run_dir.iterdir()) == ["best.pt", "last.pt"]
 
     args = ["--checkpoint", last, "--workers", 0, "--output-json", scores, "--overwrite"]
-    result = run_script("evaluate.py", *args)
+    result = call_main(capsys, "evaluate.py", *args)
     assert result.returncode == 0, result.stderr
     assert json.loads(scores.read_text())["images"] == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "run", "scores.json"]
 
 
-@pytest.mark.slow
-def test_inference_refuses_an_output_folder_inside_its_input(checkpoint, cityscapes_root, tmp_path):
+def test_inference_refuses_an_output_folder_inside_its_input(
+    checkpoint, cityscapes_root, tmp_path, capsys
+):
     frames = Path(
         shutil.copytree(cityscapes_root / "leftImg8bit" / "val" / "lindau", tmp_path / "f")
     )
@@ -204,23 +204,29 @@ def test_inference_refuses_an_output_folder_inside_its_input(checkpoint, citysca
         (frames, frames / "renders"),
         (f"{frames}/*.png", frames),
     ]:
-        result = run_script(
-            "inference.py", "--checkpoint", checkpoint, "--input", source, "--output", output
+        result = call_main(
+            capsys,
+            "inference.py",
+            "--checkpoint",
+            checkpoint,
+            "--input",
+            source,
+            "--output",
+            output,
         )
         assert_one_line_error(result, "--output", "inside the input")
     assert sorted(path.name for path in frames.iterdir()) == names
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scales", ["nan", "1,inf"])
-def test_scales_must_be_finite_numbers(scales, checkpoint, cityscapes_root, tmp_path):
+def test_scales_must_be_finite_numbers(scales, checkpoint, cityscapes_root, tmp_path, capsys):
     frames = cityscapes_root / "leftImg8bit" / "val" / "lindau"
     for script, args in [
         ("evaluate.py", []),
         ("inference.py", ["--input", frames, "--output", tmp_path / "out"]),
     ]:
         common = ["--checkpoint", checkpoint, "--tta", "multiscale", "--scales", scales]
-        assert_one_line_error(run_script(script, *common, *args), "--scales", scales)
+        assert_one_line_error(call_main(capsys, script, *common, *args), "--scales", scales)
     assert not (tmp_path / "out").exists()
 
 
