@@ -113,27 +113,10 @@ def fit(training: Training) -> dict:
                 result = train_one_epoch(training)
             if result.interrupted:
                 stopped(training, save(training, "last.pt"), f"epoch {state.epoch + 1}")
-            # Validation draws no random numbers a resume would need, but its loader's
-            # iterator takes a seed from the generator: a resume that validates again must
-            # start from the state before it, as a straight run did.
-            rng = rng_state(training.device)
-            validated = validate(training)
-            if validated is None:
-                state.trained_epoch = {
-                    "loss": result.loss,
-                    "images_per_second": result.images_per_second,
-                }
-                path = save(training, "last.pt", rng=rng)
-                stopped(training, path, f"the validation of epoch {state.epoch + 1}")
-            state.trained_epoch = None
-            metrics, pictures = validated
-            step_plateau(training, metrics["loss"])
-            state.epoch += 1
-            improved = metrics[config.key_metric] is not None and (
-                metrics[config.key_metric] > state.best_metric
+            metrics, pictures, improved = validate_after(
+                training, result, f"the validation of epoch {state.epoch + 1}"
             )
-            if improved:
-                state.best_metric = metrics[config.key_metric]
+            state.epoch += 1
             save_epoch(training, metrics, improved)
             seconds = time.perf_counter() - started
             training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
@@ -163,27 +146,40 @@ def fit_iterations(training: Training) -> dict:
                 if not validates_at(state.step, config):
                     save(training, "last.pt")
                     continue
-            rng = rng_state(training.device)  # as in `fit`: a resume validates from it
-            validated = validate(training)
-            if validated is None:
-                state.trained_epoch = {
-                    "loss": result.loss,
-                    "images_per_second": result.images_per_second,
-                }
-                path = save(training, "last.pt", rng=rng)
-                stopped(training, path, f"the validation at iteration {state.step}")
-            state.trained_epoch = None
-            metrics, pictures = validated
-            step_plateau(training, metrics["loss"])
-            improved = metrics[config.key_metric] is not None and (
-                metrics[config.key_metric] > state.best_metric
+            metrics, pictures, improved = validate_after(
+                training, result, f"the validation at iteration {state.step}"
             )
-            if improved:
-                state.best_metric = metrics[config.key_metric]
             save_epoch(training, metrics, improved)
             seconds = time.perf_counter() - started
             training.run_logger.log_epoch(training, result, metrics, pictures, seconds, improved)
     return metrics
+
+
+def validate_after(
+    training: Training, result: EpochResult, where: str
+) -> tuple[dict, ValidationPictures, bool]:
+    """Validate after the training that `result` sums up, step the plateau scheduler and
+    keep the best metric: (metrics, pictures, whether it improved). A stop request inside the
+    validation saves last.pt with `result`, so that a resume validates again, and ends the
+    run (`where` names the validation in the message)."""
+    state, config = training.state, training.config.train
+    # Validation draws no random numbers a resume would need, but its loader's iterator takes
+    # a seed from the generator: a resume that validates again must start from the state
+    # before it, as a straight run did.
+    rng = rng_state(training.device)
+    validated = validate(training)
+    if validated is None:
+        state.trained_epoch = {"loss": result.loss, "images_per_second": result.images_per_second}
+        stopped(training, save(training, "last.pt", rng=rng), where)
+    state.trained_epoch = None
+    metrics, pictures = validated
+    step_plateau(training, metrics["loss"])
+    improved = metrics[config.key_metric] is not None and (
+        metrics[config.key_metric] > state.best_metric
+    )
+    if improved:
+        state.best_metric = metrics[config.key_metric]
+    return metrics, pictures, improved
 
 
 def validates_at(step: int, config) -> bool:
