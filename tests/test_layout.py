@@ -4,6 +4,7 @@ read the config, and the sample package has no import cycle."""
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_importing_the_package_asks_no_server_for_updates():
 
 # --------------------------------------------------------------------------- import graphs
 
-PACKAGE = Path(__file__).resolve().parent.parent / "segmentation"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "segmentation"
 
 
 def module_name(path: Path) -> str:
@@ -201,3 +203,18 @@ def test_the_config_checks_model_keys_without_torch():
         [sys.executable, "-c", CONFIG_WITHOUT_TORCH], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["model.backbone='vgg16'", "model.options", "17", "False"]
+
+
+def test_no_virtual_environment_is_tracked():
+    """A committed .venv (even a link) makes git replace the user's ignored environment with it
+    at the next checkout, and breaks the README's `python3 -m venv .venv` on a fresh clone."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout with git installed")
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", ".venv", "venv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == [], f"tracked: {tracked}; git rm --cached them"
