@@ -7,7 +7,8 @@
 
 The semantics follow mmsegmentation's RandomResize(ratio_range, keep_ratio=True), RandomCrop
 (cat_max_ratio), RandomFlip, PhotoMetricDistortion and Pad; the code is our own, with OpenCV
-calls and lookup tables, since it runs in DataLoader workers on 2048x1024 frames.
+calls and lookup tables, since it runs in DataLoader workers on 2048x1024 frames. Only the crop
+is rescaled, not the whole frame (`rescaled_crop`, `NearestResize`).
 
 The padding is left to the dataset, after the labels are encoded: a stored label value that
 every label scheme ignores does not exist (Cityscapes' 'unlabeled' is a class in some schemes),
@@ -58,6 +59,36 @@ def crop_box(
     top = int(rng.integers(0, max(frame_size[0] - crop_size[0], 0) + 1))
     left = int(rng.integers(0, max(frame_size[1] - crop_size[1], 0) + 1))
     return top, top + crop_size[0], left, left + crop_size[1]
+
+
+def rescaled_crop(
+    image: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """The `box` (top, bottom, left, right; clipped to `size`) of `image` rescaled to `size`
+    with bilinear interpolation, computing only the box: at ratio 2 the whole rescaled frame
+    is 4x the original's pixels, the box a sixteenth of them. Destination pixel x samples the
+    source at (x + 0.5) * source / destination - 0.5, cv2.resize's pixel centres, through
+    warpAffine, whose coordinates are kept to 1/32 of a pixel: each value is within one level
+    of cv2.resize's (tests/test_scale_jitter.py checks it)."""
+    top, bottom, left, right = box
+    bottom, right = min(bottom, size[0]), min(right, size[1])
+    height, width = image.shape[:2]
+    if size == (height, width):
+        return image[top:bottom, left:right]
+    scale_y, scale_x = height / size[0], width / size[1]
+    to_source = np.array(
+        [
+            [scale_x, 0.0, (left + 0.5) * scale_x - 0.5],
+            [0.0, scale_y, (top + 0.5) * scale_y - 0.5],
+        ]
+    )
+    return cv2.warpAffine(
+        image,
+        to_source,
+        (right - left, bottom - top),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,  # cv2.resize clamps to the edge pixels too
+    )
 
 
 def passes_cat_max_ratio(target: np.ndarray, cat_max_ratio: float) -> bool:
@@ -218,9 +249,7 @@ class ScaleJitter:
         size = rescaled_size(image.shape[:2], self.base_size, self.draw_ratio(), self.frame_scale)
         labels = None if mask is None else NearestResize(mask, size)
         top, bottom, left, right = self.choose_crop(size, labels)
-        if size != image.shape[:2]:
-            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        image = image[top:bottom, left:right]
+        image = rescaled_crop(image, size, (top, bottom, left, right))
         mask = None if labels is None else labels.crop(top, bottom, left, right)
         if self.rng.random() < self.hflip:
             image = cv2.flip(image, 1)
