@@ -21,7 +21,8 @@ import evaluate
 from segmentation.config import config_from_dict
 from segmentation.data.build import scheme_for
 from segmentation.data.kinds.catalog import kind_named
-from segmentation.data.labels import IGNORE_INDEX, LabelScheme, cityscapes_scheme
+from segmentation.data.labels import IGNORE_INDEX, LabelScheme, cityscapes_scheme, get_scheme
+from segmentation.errors import UserError
 from segmentation.evaluation.mapping import map_classes
 from segmentation.sample.generate import (
     generate_bdd100k,
@@ -333,6 +334,18 @@ def test_dataset_without_data_root_and_an_unknown_kind_are_one_line(tmp_path, ca
     assert run_evaluate(missing, "--dataset", "mars", "--data-root", tmp_path) == 2
     error = one_error(capsys)
     assert "unknown dataset 'mars'" in error and "bdd100k" in error
+
+
+def test_compare_refuses_a_scheme_of_the_same_name_with_other_classes(tmp_path):
+    """Mapillary's 'classes' (its own labels) share only the name with Cityscapes' 'classes'."""
+    from segmentation.report.summary import check_same_scheme
+
+    ours = get_scheme("cityscapes", "classes")
+    theirs = {"dataset": "mapillary", "labels": "classes", "per_class": {"Road": {}, "Sky": {}}}
+    with pytest.raises(UserError, match="scores other classes than this checkpoint"):
+        check_same_scheme(theirs, ours, tmp_path / "vistas.json")
+    same = {"dataset": "bdd100k", "labels": "classes", "per_class": dict.fromkeys(ours.class_names)}
+    check_same_scheme(same, ours, tmp_path / "bdd.json")  # the same classes elsewhere: allowed
 
 
 @pytest.mark.slow

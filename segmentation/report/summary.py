@@ -158,14 +158,16 @@ def check_same_scheme(other: dict, scheme: LabelScheme, path: Path) -> None:
             f"--compare {path} scores the {other['dataset']} '{other['labels']}' label scheme, "
             f"this checkpoint the '{scheme.name}' scheme: compare runs of one scheme"
         )
-    if scheme.name_fixes_classes:
+    # A name fixes the classes within one dataset kind only: Mapillary's 'classes' are not
+    # Cityscapes'.
+    if scheme.name_fixes_classes and other["dataset"] == scheme.dataset:
         return
     theirs, ours = set(other["per_class"]), set(scheme.class_names)
     if theirs != ours:
         raise UserError(
             f"--compare {path} scores other classes than this checkpoint (only there: "
             f"{_listed(theirs - ours)}; only here: {_listed(ours - theirs)}): compare runs of "
-            "one classes.yaml"
+            "the same classes (for folder datasets, of one classes.yaml)"
         )
 
 
