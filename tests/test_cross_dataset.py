@@ -60,6 +60,19 @@ def run_evaluate(checkpoint: Path, *extra) -> int:
     return evaluate.main([str(arg) for arg in args])
 
 
+def score_on(checkpoint: Path, kind: str, root: Path, tmp_path: Path, *extra) -> tuple[dict, Path]:
+    """evaluate.py --dataset KIND --data-root ROOT with --export-dir: (its results JSON, the
+    export folder)."""
+    scores, export = tmp_path / "s.json", tmp_path / "export"
+    code = run_evaluate(
+        checkpoint,
+        *("--dataset", kind, "--data-root", root),
+        *("--output-json", scores, "--export-dir", export, *extra),
+    )
+    assert code == 0
+    return json.loads(scores.read_text()), export
+
+
 def one_error(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -108,15 +121,10 @@ def assert_scores_equal(per_class: dict, expected: list[float | None]) -> None:
 
 @pytest.mark.slow
 def test_a_cityscapes_model_on_bdd100k(trained_checkpoint, bdd_root, tmp_path):
+    report = tmp_path / "report"
     checkpoint = trained_checkpoint("cityscapes", "official")
-    scores, export, report = tmp_path / "s.json", tmp_path / "export", tmp_path / "report"
-    code = run_evaluate(
-        checkpoint,
-        *("--dataset", "bdd100k", "--data-root", bdd_root, "--output-json", scores),
-        *("--export-dir", export, "--report", report, "--report-images", 1),
-    )
-    assert code == 0
-    results = json.loads(scores.read_text())
+    extra = ("--report", report, "--report-images", 1)
+    results, export = score_on(checkpoint, "bdd100k", bdd_root, tmp_path, *extra)
     assert results["dataset"] == "bdd100k" and results["labels"] == "official"
     assert results["mapping"] == {
         "trained_on": {"dataset": "cityscapes", "labels": "official"},
@@ -140,14 +148,7 @@ def test_a_cityscapes_model_on_bdd100k(trained_checkpoint, bdd_root, tmp_path):
 
 def test_a_cityscapes_model_on_kitti_semantics(trained_checkpoint, semantics_root, tmp_path):
     checkpoint = trained_checkpoint("cityscapes", "official")
-    scores, export = tmp_path / "s.json", tmp_path / "export"
-    code = run_evaluate(
-        checkpoint,
-        *("--dataset", "kitti_semantics", "--data-root", semantics_root),
-        *("--output-json", scores, "--export-dir", export),
-    )
-    assert code == 0
-    results = json.loads(scores.read_text())
+    results, export = score_on(checkpoint, "kitti_semantics", semantics_root, tmp_path)
     # The dataset scored, not the dataset whose label ids it stores.
     assert results["dataset"] == "kitti_semantics"
     assert results["mapping"]["scored_on"] == {"dataset": "kitti_semantics", "labels": "official"}
@@ -170,14 +171,7 @@ def test_a_cityscapes_model_on_mapillary_vistas(trained_checkpoint, tmp_path):
     root = tmp_path / "vistas"
     generate_mapillary(root, version="v1.2", scale=0.03, train=1, val=3, test=1, seed=3)
     checkpoint = trained_checkpoint("cityscapes", "official")
-    scores, export = tmp_path / "s.json", tmp_path / "export"
-    code = run_evaluate(
-        checkpoint,
-        *("--dataset", "mapillary", "--data-root", root),
-        *("--output-json", scores, "--export-dir", export),
-    )
-    assert code == 0
-    results = json.loads(scores.read_text())
+    results, export = score_on(checkpoint, "mapillary", root, tmp_path)
     assert results["dataset"] == "mapillary"
     assert results["mapping"]["scored_on"] == {"dataset": "mapillary", "labels": "cityscapes"}
     assert results["mapping"]["classes_matched"] == 19
@@ -199,14 +193,7 @@ def test_unlabeled_of_a_20_class_model_is_a_miss_on_bdd100k(trained_checkpoint, 
     """BDD100K stores Cityscapes' "unlabeled" as its ignore value: the class gets no score, and
     predicting it on a labelled pixel misses that pixel's class (it exports as 255)."""
     checkpoint = trained_checkpoint("cityscapes", "classes")
-    scores, export = tmp_path / "s.json", tmp_path / "export"
-    code = run_evaluate(
-        checkpoint,
-        *("--dataset", "bdd100k", "--data-root", bdd_root),
-        *("--output-json", scores, "--export-dir", export),
-    )
-    assert code == 0
-    results = json.loads(scores.read_text())
+    results, export = score_on(checkpoint, "bdd100k", bdd_root, tmp_path)
     mapping = results["mapping"]
     assert mapping["scored_on"]["labels"] == "classes" and mapping["classes_matched"] == 19
     assert mapping["model_classes_unscored"] == ["unlabeled"]
