@@ -205,6 +205,26 @@ def test_an_interrupted_video_leaves_no_file(checkpoint, frames_dir, tmp_path, m
     assert leftovers(tmp_path) == []
 
 
+def test_a_frame_that_arrives_after_an_abort_starts_no_video(tmp_path):
+    """Ctrl-C while the first frame is still being rendered: the writer's thread gets that
+    frame only after the abort began. It must not start ffmpeg then, whose file would outlive
+    the abort's clean-up (seen as a flaky .out.partial.mp4 in the test above)."""
+    import threading
+    from concurrent.futures import Future
+
+    frame = np.zeros((32, 64, 3), np.uint8)
+    pending: Future = Future()
+    writer = video_writer.VideoWriter(
+        tmp_path / "out.mp4", 20.0, video_writer.VideoOptions(), overwrite=False
+    )
+    with pytest.raises(KeyboardInterrupt), writer:
+        writer.put(pending)
+        threading.Timer(0.3, pending.set_result, [frame]).start()
+        raise KeyboardInterrupt
+    assert leftovers(tmp_path) == []
+    assert writer._process is None or writer._process.poll() is not None
+
+
 def test_ffmpeg_failing_is_its_first_error_line(
     checkpoint, frames_dir, tmp_path, monkeypatch, capsys
 ):

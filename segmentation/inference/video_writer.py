@@ -152,6 +152,10 @@ class VideoWriter:
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
             self._thread.join(timeout=0.1)
+        if self._process is not None and self._process.poll() is None:
+            # Started by the thread after the first check: its file would outlive the unlink.
+            self._process.kill()
+            self._process.wait()
         if self._process is not None and self._process.stdin and not self._process.stdin.closed:
             with contextlib.suppress(OSError):
                 self._process.stdin.close()
@@ -171,6 +175,8 @@ class VideoWriter:
                 if item is None or self._stopping:
                     return
                 frame = item.result() if isinstance(item, Future) else item
+                if self._stopping:  # aborted while the frame was being made
+                    return
                 self._write(frame)
         except BaseException as error:  # handed to the caller's thread
             if not self._stopping:
