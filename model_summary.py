@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> None:
         **options,
     ).to(args.device)
     images = torch.rand(args.batch_size, *input_size, device=args.device)
-    # Measured first, before other forwards leave freed memory in the process to reuse.
     memory_mb, memory_method = peak_training_memory_mb(model, images)
     gflops = forward_gflops(model, images)
     with torch.no_grad():  # the table needs shapes only; no graph of a batch of 2 to keep

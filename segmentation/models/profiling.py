@@ -2,10 +2,14 @@
 
 import threading
 import time
+import weakref
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -32,8 +36,9 @@ def peak_training_memory_mb(model: nn.Module, images: torch.Tensor) -> tuple[flo
     it was measured. Grad buffers of the parameters, allocated by the first backward, count.
 
     CUDA: torch.cuda.max_memory_allocated above what was allocated before (tensors only).
-    CPU: the peak increase of the process's resident set size, sampled by a thread every
-    millisecond; activations live from the forward into the backward, far longer than that.
+    CPU: the peak of the bytes held by tensor storages created during the step (TensorMemory).
+    The process's resident set size is no measure here: an allocator that kept freed memory
+    from earlier work serves the step without the RSS growing.
     """
     model.train()
     model.zero_grad(set_to_none=True)
@@ -46,13 +51,46 @@ def peak_training_memory_mb(model: nn.Module, images: torch.Tensor) -> tuple[flo
         peak = torch.cuda.max_memory_allocated(images.device) - before
         method = "CUDA max_memory_allocated increase"
     else:
-        sampler = RssSampler()
-        with sampler:
+        with TensorMemory() as tracked:
             model(images).float().mean().backward()
-        peak = sampler.peak - sampler.baseline
-        method = "CPU peak RSS increase, psutil sampled every 1 ms"
+        peak = tracked.peak_bytes
+        method = "CPU peak of tensor storages allocated by the step"
     model.zero_grad(set_to_none=True)
     return peak / 2**20, method
+
+
+class TensorMemory(TorchDispatchMode):
+    """Context manager tracking the bytes of tensor storages that ops create inside it, as long as
+    they live, and their peak: on the CPU, what torch.cuda.max_memory_allocated is on a GPU.
+    Storages that existed before (parameters, inputs) do not count; views and in-place results
+    share a storage already counted. Autograd's backward runs its ops through the same dispatch,
+    so gradients and the buffers of the backward count too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current_bytes = self.peak_bytes = 0
+        self._storages: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._finalizers: list[weakref.ref] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(result):
+            if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta":
+                self._track(leaf.untyped_storage())
+        return result
+
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        if storage in self._storages:
+            return
+        size = storage.nbytes()
+        self._storages[storage] = size
+        self.current_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+        # The storage's Python object lives as long as its memory, so its death is the free.
+        self._finalizers.append(weakref.ref(storage, lambda _, size=size: self._free(size)))
+
+    def _free(self, size: int) -> None:
+        self.current_bytes -= size
 
 
 class RssSampler:
