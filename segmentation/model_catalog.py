@@ -18,6 +18,9 @@ ARCHITECTURE_OPTIONS: dict[str, dict[str, object]] = {
         "merge": "add",
         "dropout": 0.2,
         "final_upsampling": 4,
+        "pyramid_smoothing": False,
+        "branch_norm": "group",
+        "align_corners": True,
     },
     "unet": {"num_filters": 32, "residual_decoder": False, "dropout": 0.2},
 }

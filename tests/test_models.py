@@ -4,6 +4,7 @@ import os
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -194,6 +195,93 @@ class TestFPNCat(ModelContract):
     options = {"merge": "cat", "pyramid_channels": 64, "segmentation_channels": 32}
 
 
+class TestFPNSemanticFPN(ModelContract):
+    arch = "fpn"
+    options = {
+        "pyramid_smoothing": True,
+        "branch_norm": "batch",
+        "dropout": 0.1,
+        "align_corners": False,
+        "pyramid_channels": 64,
+        "segmentation_channels": 32,
+    }
+
+
+SEMANTIC_FPN = {"pyramid_smoothing": True, "branch_norm": "batch", "dropout": 0.1}
+
+
+def test_semantic_fpn_has_the_parameters_of_mmsegmentations_neck_and_head():
+    # Counted by hand from mmsegmentation's FPN neck and FPNHead for ResNet-50, 19 classes:
+    # laterals (1x1, bias) 256 x (256 + 512 + 1024 + 2048 + 4)       =   984,064
+    # FPN output convolutions (3x3, bias) 4 x (256 x 256 x 9 + 256)   = 2,360,320
+    # scale heads: 7 ConvModules (3x3, no bias, BN) with 1, 1, 2 and 3 per level:
+    #   4 x (256 x 128 x 9 + 256) + 3 x (128 x 128 x 9 + 256)          = 1,623,808
+    # conv_seg (1x1, bias) 128 x 19 + 19                              =     2,451
+    with torch.device("meta"):
+        model = build_model("fpn", "resnet50", 19, **SEMANTIC_FPN, align_corners=False)
+    assert count(model.encoder) == 23_508_032  # torchvision's ResNet-50 without its fc
+    assert count(model) - count(model.encoder) == 984_064 + 2_360_320 + 1_623_808 + 2_451
+
+
+def conv_module(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    """mmcv's ConvModule (3x3 conv without bias, BN in eval, ReLU), from the block's tensors."""
+    norm = block.norm
+    x = F.conv2d(x, block.conv.weight, padding=1)
+    x = F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps)
+    return F.relu(x)
+
+
+def test_semantic_fpn_computes_mmsegmentations_neck_and_head():
+    """The forward, written out as mmsegmentation's FPN.forward and FPNHead.forward compute it
+    (top-down on the unsmoothed laterals, nearest by size; a 3x3 output convolution per level;
+    scale heads of ConvModule + bilinear x2 without corner alignment; the sum; Dropout2d and
+    conv_seg; the logits resized to the input), on the model's own tensors in eval mode."""
+    torch.manual_seed(0)
+    model = build_model("fpn", "resnet18", 5, **SEMANTIC_FPN, align_corners=False)
+    for module in model.modules():  # running statistics other than 0 and 1, to be used
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    image = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        features = model.encode(image)  # strides 4, 8, 16, 32
+        laterals = [
+            F.conv2d(c, conv.weight, conv.bias)
+            for c, conv in zip(
+                features, (model.lateral2, model.lateral3, model.lateral4, model.lateral5)
+            )
+        ]
+        for i in range(3, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
+        # model.smoothing and model.branches are ordered p5..p2; mmsegmentation's p2..p5.
+        smoothing = list(model.smoothing)[::-1]
+        outs = [
+            F.conv2d(x, conv.weight, conv.bias, padding=1) for x, conv in zip(laterals, smoothing)
+        ]
+        branches = list(model.branches)[::-1]
+        output = None
+        for level, (x, branch) in enumerate(zip(outs, branches)):
+            for block in branch:
+                x = conv_module(x, block)
+                if level > 0:
+                    x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            output = x if output is None else output + x
+        logits = F.conv2d(output, model.classifier.weight, model.classifier.bias)
+        expected = F.interpolate(logits, size=(64, 96), mode="bilinear", align_corners=False)
+        ours = model(image)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_semantic_fpn_under_sync_batchnorm_has_no_group_norm_left():
+    model = build_model("fpn", "resnet18", 3, **SEMANTIC_FPN)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert not any(isinstance(m, nn.GroupNorm) for m in converted.modules())
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in converted.branches.modules()) == 7
+
+
 def test_fpn_at_stride_4_when_asked():
     model = build_model("fpn", "resnet18", NUM_CLASSES, final_upsampling=1).eval()
     with torch.no_grad():
@@ -271,6 +359,7 @@ def test_failed_imagenet_download_says_where_to_put_the_file(tmp_path, monkeypat
         ({"backbone": "vgg16"}, "resnet18, resnet34"),
         ({"arch": "fpn", "num_filters": 16}, ", ".join(architecture_options("fpn"))),
         ({"arch": "fpn", "merge": "max"}, "add, cat"),
+        ({"arch": "fpn", "branch_norm": "instance"}, "group, batch"),
     ],
 )
 def test_unknown_names_list_the_valid_ones(kwargs, valid_names):
